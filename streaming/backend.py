@@ -1,0 +1,65 @@
+"""Backends run a step function on a device; a backend swap changes no caller (DESIGN.md section 3)."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+from .contract import StateSpec, StepFunction, Tensors
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class Backend(Protocol):
+    device: torch.device
+
+    def prepare(self, step: StepFunction) -> StepFunction: ...
+
+    def state_dtype(self, spec: StateSpec) -> torch.dtype: ...
+
+    def run(self, step: StepFunction, inputs: Tensors, state: Tensors) -> tuple[Tensors, Tensors]: ...
+
+
+class TorchBackend:
+    """Eager PyTorch on CPU or CUDA under ``inference_mode``, in fp32, bf16 or fp16.
+
+    Floating inputs and states are cast to the compute dtype; integer tensors keep theirs. Outputs stay on
+    the device in the compute dtype, so chained lanes on one device never copy.
+    """
+
+    def __init__(self, device: str | torch.device = "cpu", dtype: str = "fp32") -> None:
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("CUDA was asked for but torch sees no CUDA device")
+        if self.device.type not in ("cpu", "cuda"):
+            raise ValueError(f"TorchBackend runs on cpu or cuda, got {self.device}")
+        self.dtype_name = dtype
+        self.dtype = DTYPES[dtype]
+
+    def __repr__(self) -> str:
+        return f"TorchBackend(device={str(self.device)!r}, dtype={self.dtype_name!r})"
+
+    def prepare(self, step: StepFunction) -> StepFunction:
+        """Move a step's weights to the device and dtype once, in eval mode."""
+        return step.to(device=self.device, dtype=self.dtype).eval()
+
+    def state_dtype(self, spec: StateSpec) -> torch.dtype:
+        return self.dtype if spec.dtype.is_floating_point else spec.dtype
+
+    def _cast(self, tensors: Tensors) -> Tensors:
+        return {
+            name: t.to(self.device, self.dtype if t.is_floating_point() else t.dtype, non_blocking=True)
+            for name, t in tensors.items()
+        }
+
+    def run(self, step: StepFunction, inputs: Tensors, state: Tensors) -> tuple[Tensors, Tensors]:
+        with torch.inference_mode():
+            return step.step(self._cast(inputs), self._cast(state))
+
+    def synchronize(self) -> None:
+        """Wait for queued device work (for timing)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)

@@ -1,0 +1,148 @@
+"""The step-function contract every streaming model follows (DESIGN.md section 3).
+
+A step function is a pure ``nn.Module``: it maps a batch of input chunks and a batch of state tensors to
+outputs and the next state, with batch axis 0 as the stream axis everywhere. What it needs from the past
+lives in its declared state, which is what makes a step poolable, batchable across streams and exportable
+to ONNX one to one.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+Tensors = dict[str, Tensor]
+
+
+class InvalidChunk(ValueError):
+    """A chunk does not match what the step accepts (names, shape, dtype or non-finite values)."""
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """An input or output of a step, per stream: ``None`` in ``shape`` marks an axis of any length >= 1.
+
+    ``time_axis`` names the axis that walks along time; its length must be a multiple of the hop.
+    """
+
+    name: str
+    shape: tuple[int | None, ...]
+    dtype: torch.dtype = torch.float32
+    time_axis: int | None = None
+
+    def describe(self) -> str:
+        dims = ", ".join("*" if d is None else str(d) for d in self.shape)
+        return f"{self.name}: [{dims}] {str(self.dtype).removeprefix('torch.')}"
+
+
+@dataclass(frozen=True)
+class StateSpec:
+    """One state tensor of a step, per stream: a static shape, a dtype and the value a new stream starts with.
+
+    Floating-point states are stored in the backend's compute dtype; integer states keep their own dtype.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype = torch.float32
+    init: float = 0.0
+
+    def __post_init__(self) -> None:
+        if any((not isinstance(d, int)) or d < 0 for d in self.shape):
+            raise ValueError(f"state {self.name!r} needs a static shape of non-negative ints, got {self.shape}")
+
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+@dataclass(frozen=True)
+class ChunkGeometry:
+    """How a step walks along time, in the units of its input axis 1 (samples or frames).
+
+    hop: new input frames consumed per step (chunk lengths are multiples of it);
+    lookahead: future frames beyond the hop the step must see before it can run;
+    left_context: past frames the state carries;
+    frames_out: output frames per hop;
+    output_delay: leading output frames of a stream that precede its signal and are dropped by the host.
+    """
+
+    hop: int
+    frames_out: int
+    lookahead: int = 0
+    left_context: int = 0
+    output_delay: int = 0
+
+    def __post_init__(self) -> None:
+        if self.hop < 1 or self.frames_out < 0 or min(self.lookahead, self.left_context, self.output_delay) < 0:
+            raise ValueError(f"invalid chunk geometry {self}")
+
+
+@dataclass(frozen=True)
+class StepSignature:
+    """Everything the runtime needs to know about a step besides its code."""
+
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    states: tuple[StateSpec, ...]
+    geometry: ChunkGeometry
+    extra: dict[str, object] = field(default_factory=dict)
+
+
+class StepFunction(nn.Module, ABC):
+    """A pure streaming step: ``step(inputs, state) -> (outputs, next_state)``, batched on axis 0."""
+
+    name: str = "step"
+
+    @property
+    @abstractmethod
+    def signature(self) -> StepSignature:
+        """The declared inputs, outputs, states and chunk geometry."""
+
+    @abstractmethod
+    def step(self, inputs: Tensors, state: Tensors) -> tuple[Tensors, Tensors]:
+        """Run one chunk for a batch of streams; must not mutate ``state`` or any module attribute."""
+
+    def forward(self, inputs: Tensors, state: Tensors) -> tuple[Tensors, Tensors]:
+        return self.step(inputs, state)
+
+    def initial_state(self, batch: int = 1, device: torch.device | str = "cpu") -> Tensors:
+        """A fresh state for ``batch`` streams (what a slot holds right after it is opened)."""
+        return {
+            s.name: torch.full((batch, *s.shape), s.init, dtype=s.dtype, device=device)
+            for s in self.signature.states
+        }
+
+
+def validate_chunk(signature: StepSignature, inputs: Tensors, *, check_finite: bool = True) -> None:
+    """Raise :class:`InvalidChunk` saying what is wrong and what is accepted; per-stream tensors, no batch axis."""
+    accepted = "; ".join(s.describe() for s in signature.inputs)
+    if not isinstance(inputs, dict):
+        raise InvalidChunk(f"a chunk is a dict of tensors, got {type(inputs).__name__}; accepted: {accepted}")
+    expected = {s.name for s in signature.inputs}
+    if set(inputs) != expected:
+        raise InvalidChunk(f"chunk has inputs {sorted(inputs)}, expected {sorted(expected)}; accepted: {accepted}")
+    hop = signature.geometry.hop
+    for spec in signature.inputs:
+        value = inputs[spec.name]
+        if not isinstance(value, Tensor):
+            raise InvalidChunk(f"input {spec.name!r} is {type(value).__name__}, not a tensor; accepted: {accepted}")
+        if value.dtype != spec.dtype:
+            raise InvalidChunk(f"input {spec.name!r} has dtype {value.dtype}, accepted: {accepted}")
+        if value.dim() != len(spec.shape) or any(
+            (want is None and got < 1) or (want is not None and got != want)
+            for got, want in zip(value.shape, spec.shape)
+        ):
+            raise InvalidChunk(f"input {spec.name!r} has shape {list(value.shape)}, accepted: {accepted}")
+        if spec.time_axis is not None and value.shape[spec.time_axis] % hop:
+            raise InvalidChunk(
+                f"input {spec.name!r} has {value.shape[spec.time_axis]} frames, not a multiple of the hop {hop}; "
+                f"accepted: {accepted}"
+            )
+        if check_finite and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            raise InvalidChunk(f"input {spec.name!r} contains NaN or infinite values")

@@ -1,0 +1,503 @@
+"""The chunk scheduler: one lane per step function, continuous batching across streams (DESIGN.md section 3).
+
+Streams push chunks with deadlines. A lane forms a batch from the streams that have a chunk ready,
+earliest deadline first, up to ``max_batch``, waiting at most ``max_wait_ms`` for the batch to fill; it
+gathers their slots, runs the backend in a worker thread, scatters the next state and hands each stream
+its output. Lanes chain into pipelines. The scheduler knows nothing of any model.
+
+Failure isolation: a chunk that does not match the step is refused at ``push`` (nothing is consumed); an
+exception raised while a batch runs is narrowed down by re-running its members one by one, so only the
+streams whose own chunk fails are failed, and nobody's state is touched by a failed run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import math
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import torch
+
+from .backend import Backend
+from .contract import StepFunction, StepSignature, Tensors, validate_chunk
+from .pool import PoolFull, SlotPool
+
+Adapter = Callable[[Tensors], Tensors]
+
+
+class StreamFailed(RuntimeError):
+    """The stream ended with an error; ``__cause__`` holds what went wrong."""
+
+
+class StreamClosed(RuntimeError):
+    """The stream was closed or cancelled and takes no more chunks."""
+
+
+@dataclass
+class LaneStats:
+    """What a lane has done; latencies are seconds from ``push`` to the lane's output."""
+
+    batches: int = 0
+    chunks: int = 0
+    deadline_misses: int = 0
+    failed_runs: int = 0
+    batch_sizes: Counter = field(default_factory=Counter)
+    run_seconds: float = 0.0
+    latencies: deque = field(default_factory=lambda: deque(maxlen=200_000))
+
+    @property
+    def mean_batch(self) -> float:
+        return self.chunks / self.batches if self.batches else 0.0
+
+
+@dataclass(eq=False)
+class _Request:
+    stream: Stream
+    inputs: Tensors
+    key: tuple
+    deadline: float
+    seq: int
+    born: float
+
+
+@dataclass(eq=False)
+class _Member:
+    """A stream's place in one lane: its slot and its queue of chunks waiting for this lane."""
+
+    stream: Stream
+    slot: int
+    queue: deque = field(default_factory=deque)
+    in_flight: bool = False
+    leaving: bool = False
+
+
+def _shape_key(inputs: Tensors) -> tuple:
+    return tuple((name, tuple(t.shape), t.dtype) for name, t in sorted(inputs.items()))
+
+
+class Lane:
+    """Batches the ready chunks of many streams through one step function."""
+
+    def __init__(
+        self,
+        name: str,
+        step: StepFunction,
+        backend: Backend,
+        *,
+        max_batch: int = 32,
+        max_wait_ms: float = 2.0,
+        max_streams: int = 64,
+    ) -> None:
+        if max_batch < 1 or max_wait_ms < 0:
+            raise ValueError(f"lane {name!r}: max_batch must be >= 1 and max_wait_ms >= 0")
+        self.name = name
+        self.backend = backend
+        self.step = backend.prepare(step)
+        self.signature: StepSignature = step.signature
+        self.max_batch = max_batch
+        self.max_wait = max_wait_ms / 1000.0
+        self.pool = SlotPool(
+            self.signature.states, max_streams, device=backend.device, dtype_of=backend.state_dtype, name=name
+        )
+        self.stats = LaneStats()
+        self._members: set[_Member] = set()
+        self._ready: set[_Member] = set()
+        self._wake = asyncio.Event()
+
+    @property
+    def queue_depth(self) -> int:
+        return sum(len(m.queue) for m in self._members)
+
+    @property
+    def streams(self) -> int:
+        return len(self._members)
+
+    # membership -------------------------------------------------------------------------------------
+    def join(self, stream: Stream) -> _Member:
+        member = _Member(stream, self.pool.open())
+        self._members.add(member)
+        return member
+
+    def leave(self, member: _Member) -> None:
+        """Release the slot now if idle, else as soon as the chunk in flight is done."""
+        member.leaving = True
+        self._drop_queue(member)
+        self._release_if_idle(member)
+
+    def _drop_queue(self, member: _Member) -> None:
+        member.queue.clear()
+        self._ready.discard(member)
+
+    def _release_if_idle(self, member: _Member) -> None:
+        if member.leaving and not member.in_flight and not member.queue and member in self._members:
+            self._members.remove(member)
+            self.pool.close(member.slot)
+            self._wake.set()
+
+    def enqueue(self, member: _Member, request: _Request) -> None:
+        member.queue.append(request)
+        self._ready.add(member)
+        self._wake.set()
+
+    # the loop ---------------------------------------------------------------------------------------
+    async def run(self, executor: ThreadPoolExecutor) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            while not self._ready:
+                self._wake.clear()
+                await self._wake.wait()
+            await self._fill(loop)
+            if not self._ready:
+                continue
+            members, requests = self._take()
+            try:
+                await self._execute(members, requests, loop, executor)
+            finally:
+                for member in members:
+                    member.in_flight = False
+                    if member.queue:
+                        self._ready.add(member)
+                    self._release_if_idle(member)
+
+    async def _fill(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Wait up to ``max_wait`` for more streams to become ready, unless nobody else can."""
+        until = loop.time() + self.max_wait
+        while len(self._ready) < min(self.max_batch, len(self._members)):
+            remaining = until - loop.time()
+            if remaining <= 0:
+                return
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), remaining)
+            except TimeoutError:
+                return
+
+    def _take(self) -> tuple[list[_Member], list[_Request]]:
+        """Earliest deadline first; one chunk per stream; only chunks of the first one's shape."""
+        ordered = sorted(self._ready, key=lambda m: (m.queue[0].deadline, m.queue[0].seq))
+        key = ordered[0].queue[0].key
+        members = [m for m in ordered if m.queue[0].key == key][: self.max_batch]
+        requests = []
+        for member in members:
+            requests.append(member.queue.popleft())
+            member.in_flight = True
+            self._ready.discard(member)
+        return members, requests
+
+    def _run_batch(self, slots: list[int], inputs: list[Tensors]) -> tuple[Tensors, float]:
+        """Worker thread: gather, step, scatter. State is written only if the step succeeded."""
+        start = time.perf_counter()
+        index = self.pool.index(slots)
+        batch = {name: torch.stack([x[name] for x in inputs]) for name in inputs[0]}
+        outputs, state = self.backend.run(self.step, batch, self.pool.gather(index))
+        self.pool.scatter(index, state)
+        return outputs, time.perf_counter() - start
+
+    async def _execute(self, members, requests, loop, executor) -> None:
+        slots = [m.slot for m in members]
+        try:
+            outputs, seconds = await loop.run_in_executor(
+                executor, self._run_batch, slots, [r.inputs for r in requests]
+            )
+        except Exception as batch_error:  # noqa: BLE001 - narrowed down below
+            self.stats.failed_runs += 1
+            if len(requests) == 1:
+                requests[0].stream._fail(batch_error)
+                return
+            await self._execute_one_by_one(members, requests, loop, executor)
+            return
+        self._record(len(requests), seconds)
+        now = loop.time()
+        for i, request in enumerate(requests):
+            request.stream._advance(self, request, {name: t[i] for name, t in outputs.items()}, now)
+
+    async def _execute_one_by_one(self, members, requests, loop, executor) -> None:
+        for member, request in zip(members, requests):
+            try:
+                outputs, seconds = await loop.run_in_executor(
+                    executor, self._run_batch, [member.slot], [request.inputs]
+                )
+            except Exception as error:  # noqa: BLE001 - this stream's own chunk fails it
+                request.stream._fail(error)
+                continue
+            self._record(1, seconds)
+            request.stream._advance(self, request, {name: t[0] for name, t in outputs.items()}, loop.time())
+
+    def _record(self, size: int, seconds: float) -> None:
+        self.stats.batches += 1
+        self.stats.chunks += size
+        self.stats.batch_sizes[size] += 1
+        self.stats.run_seconds += seconds
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One lane of a pipeline; ``adapt`` maps the previous stage's outputs to this lane's inputs."""
+
+    lane: str
+    adapt: Adapter | None = None
+
+
+_END = object()
+
+
+class Stream:
+    """One client's sequence of chunks through a pipeline of lanes, in order, with bounded memory.
+
+    ``push`` waits while ``max_pending`` chunks are pushed but not yet taken with ``get`` (backpressure:
+    a producer faster than its consumer is slowed down, never buffered without bound).
+    """
+
+    def __init__(
+        self,
+        stream_id: int,
+        stages: Sequence[tuple[Lane, Adapter | None]],
+        *,
+        max_pending: int,
+        budget_s: float | None,
+        on_finish: Callable[[Stream], None] = lambda stream: None,
+    ) -> None:
+        if max_pending < 1:
+            raise ValueError("max_pending must be >= 1")
+        self.id = stream_id
+        self._stages = list(stages)
+        self._members: list[_Member] = []
+        self._max_pending = max_pending
+        self._pending = asyncio.Semaphore(max_pending)
+        self._outputs: asyncio.Queue = asyncio.Queue()
+        self._budget = budget_s
+        self._on_finish = on_finish
+        self._seq = itertools.count()
+        self._in_pipeline = 0
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self.state = "open"
+        self.error: BaseException | None = None
+
+    def _join(self) -> None:
+        try:
+            for lane, _ in self._stages:
+                self._members.append(lane.join(self))
+        except PoolFull:
+            self._leave_lanes()
+            raise
+
+    def _leave_lanes(self) -> None:
+        for (lane, _), member in zip(self._stages, self._members):
+            lane.leave(member)
+
+    @property
+    def signature(self) -> StepSignature:
+        """What the first lane accepts."""
+        return self._stages[0][0].signature
+
+    def _check_open(self) -> None:
+        if self.state == "failed":
+            raise StreamFailed(f"stream {self.id} failed: {self.error}") from self.error
+        if self.state != "open":
+            raise StreamClosed(f"stream {self.id} is {self.state}")
+
+    async def push(self, inputs: Tensors, deadline: float | None = None) -> None:
+        """Queue one chunk (per-stream tensors, no batch axis). ``deadline`` is in ``loop.time()`` seconds.
+
+        A chunk that does not match the first step raises :class:`InvalidChunk` and leaves the stream as it was.
+        """
+        self._check_open()
+        validate_chunk(self.signature, inputs)
+        await self._pending.acquire()
+        try:
+            self._check_open()
+        except Exception:
+            self._pending.release()
+            raise
+        now = asyncio.get_running_loop().time()
+        if deadline is None:
+            deadline = now + self._budget if self._budget is not None else math.inf
+        lane = self._stages[0][0]
+        self._in_pipeline += 1
+        self._drained.clear()
+        lane.enqueue(self._members[0], _Request(self, inputs, _shape_key(inputs), deadline, next(self._seq), now))
+
+    async def get(self) -> Tensors:
+        """The next output, in push order; raises when the stream has ended and nothing is left."""
+        item = await self._outputs.get()
+        if item is _END:
+            self._outputs.put_nowait(_END)
+            if self.state == "failed":
+                raise StreamFailed(f"stream {self.id} failed: {self.error}") from self.error
+            raise StreamClosed(f"stream {self.id} is {self.state}")
+        self._pending.release()
+        return item
+
+    async def process(self, inputs: Tensors, deadline: float | None = None) -> Tensors:
+        """Push one chunk and wait for its output (for callers that keep one chunk in flight)."""
+        await self.push(inputs, deadline)
+        return await self.get()
+
+    def __aiter__(self) -> Stream:
+        return self
+
+    async def __anext__(self) -> Tensors:
+        try:
+            return await self.get()
+        except StreamClosed:
+            raise StopAsyncIteration from None
+
+    async def close(self) -> None:
+        """No more chunks: wait until every pushed chunk has its output, then free the slots."""
+        if self.state != "open":
+            return
+        self.state = "closing"
+        await self._drained.wait()
+        if self.state == "closing":
+            self._finish("closed")
+
+    def cancel(self) -> None:
+        """Drop the queued chunks and free the slots (after any chunk in flight); outputs end here."""
+        if self.state in ("open", "closing"):
+            self._finish("cancelled")
+
+    def _fail(self, error: BaseException) -> None:
+        if self.state in ("open", "closing"):
+            self.error = error
+            self._finish("failed")
+
+    def _finish(self, state: str) -> None:
+        self.state = state
+        self._leave_lanes()
+        self._in_pipeline = 0
+        self._drained.set()
+        self._outputs.put_nowait(_END)
+        for _ in range(self._max_pending):  # wake producers blocked in push(); they see the state and raise
+            self._pending.release()
+        self._on_finish(self)
+
+    def _advance(self, lane: Lane, request: _Request, outputs: Tensors, now: float) -> None:
+        """A lane finished this stream's chunk: hand it to the next stage or to the consumer."""
+        if self.state not in ("open", "closing"):
+            return
+        stage = next(i for i, (stage_lane, _) in enumerate(self._stages) if stage_lane is lane)
+        if stage + 1 < len(self._stages):
+            next_lane, adapt = self._stages[stage + 1]
+            try:
+                request.inputs = adapt(outputs) if adapt else outputs
+                validate_chunk(next_lane.signature, request.inputs, check_finite=False)
+            except Exception as error:  # noqa: BLE001 - a bad hand-over fails this stream only
+                self._fail(error)
+                return
+            request.key = _shape_key(request.inputs)
+            next_lane.enqueue(self._members[stage + 1], request)
+            return
+        lane.stats.latencies.append(now - request.born)
+        if now > request.deadline:
+            lane.stats.deadline_misses += 1
+        self._outputs.put_nowait(outputs)
+        self._in_pipeline -= 1
+        if self._in_pipeline == 0:
+            self._drained.set()
+
+
+class ChunkScheduler:
+    """Owns the lanes, their worker thread(s) and the streams; use as ``async with ChunkScheduler(...)``."""
+
+    def __init__(self, backend: Backend, *, workers: int = 1) -> None:
+        self.backend = backend
+        self.lanes: dict[str, Lane] = {}
+        self.pipelines: dict[str, list[Stage]] = {}
+        self._workers = workers
+        self._executor: ThreadPoolExecutor | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._running = False
+        self._streams: set[Stream] = set()
+        self._ids = itertools.count()
+
+    def add_lane(
+        self,
+        name: str,
+        step: StepFunction,
+        *,
+        max_batch: int = 32,
+        max_wait_ms: float = 2.0,
+        max_streams: int = 64,
+        backend: Backend | None = None,
+    ) -> Lane:
+        """Add a lane (also usable alone as a one-stage pipeline of the same name)."""
+        if name in self.lanes or name in self.pipelines:
+            raise ValueError(f"a lane or pipeline named {name!r} exists already")
+        lane = Lane(
+            name,
+            step,
+            backend or self.backend,
+            max_batch=max_batch,
+            max_wait_ms=max_wait_ms,
+            max_streams=max_streams,
+        )
+        self.lanes[name] = lane
+        if self._running:
+            self._tasks.append(asyncio.get_running_loop().create_task(lane.run(self._executor)))
+        return lane
+
+    def add_pipeline(self, name: str, stages: Sequence[Stage | str]) -> None:
+        """Chain lanes: each stage's outputs (through its ``adapt``) become the next stage's inputs."""
+        stages = [Stage(s) if isinstance(s, str) else s for s in stages]
+        unknown = [s.lane for s in stages if s.lane not in self.lanes]
+        if unknown or not stages:
+            raise ValueError(f"pipeline {name!r}: unknown lanes {unknown} (have {sorted(self.lanes)})")
+        if name in self.lanes or name in self.pipelines:
+            raise ValueError(f"a lane or pipeline named {name!r} exists already")
+        self.pipelines[name] = stages
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._executor = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="lane")
+        self._tasks = [loop.create_task(lane.run(self._executor)) for lane in self.lanes.values()]
+        self._running = True
+
+    async def stop(self) -> None:
+        """Cancel every open stream and stop the lanes (drain first by closing streams, if that is wanted)."""
+        for stream in list(self._streams):
+            stream.cancel()
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        self._running = False
+        self._executor.shutdown(wait=True)
+        self._executor = None
+
+    async def __aenter__(self) -> ChunkScheduler:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.stop()
+
+    def open_stream(self, target: str, *, max_pending: int = 4, budget_ms: float | None = None) -> Stream:
+        """A new stream on a pipeline or a lane; raises :class:`PoolFull` when any of its lanes is full."""
+        if not self._running:
+            raise RuntimeError("the scheduler is not running: use 'async with ChunkScheduler(...)' or start()")
+        if target in self.pipelines:
+            stages = self.pipelines[target]
+        elif target in self.lanes:
+            stages = [Stage(target)]
+        else:
+            raise KeyError(f"no lane or pipeline {target!r}; have {sorted([*self.lanes, *self.pipelines])}")
+        stream = Stream(
+            next(self._ids),
+            [(self.lanes[s.lane], s.adapt) for s in stages],
+            max_pending=max_pending,
+            budget_s=None if budget_ms is None else budget_ms / 1000.0,
+            on_finish=self._streams.discard,
+        )
+        stream._join()
+        self._streams.add(stream)
+        return stream
+
+    @property
+    def open_streams(self) -> int:
+        return sum(1 for s in self._streams if s.state in ("open", "closing"))

@@ -1,0 +1,257 @@
+"""ChunkScheduler: isolation, bitwise equality with solo runs, backpressure, cancellation, EDF, pipelines."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+import torch
+
+from streaming.backend import TorchBackend
+from streaming.contract import InvalidChunk, Tensors
+from streaming.pool import PoolFull
+from streaming.reference import ReferenceStep
+from streaming.scheduler import ChunkScheduler, Stage, StreamClosed, StreamFailed
+
+CHANNELS = 32
+POISON = 1234.5
+
+
+class FragileStep(ReferenceStep):
+    """The reference step, failing inside the model for a chunk that carries a poison value.
+
+    Stands for a model-level error that input validation cannot see (say, a token id out of range).
+    """
+
+    def step(self, inputs: Tensors, state: Tensors) -> tuple[Tensors, Tensors]:
+        if bool((inputs["x"] == POISON).any()):
+            raise ValueError("poisoned chunk")
+        return super().step(inputs, state)
+
+
+def make_chunks(seed: int, n_chunks: int, max_len: int = 24) -> list[torch.Tensor]:
+    rng = random.Random(seed)
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(rng.randint(1, max_len), CHANNELS, generator=gen) for _ in range(n_chunks)]
+
+
+async def drive(scheduler: ChunkScheduler, target: str, chunks, *, seed: int, max_pending: int = 3):
+    """Producer with random arrival times and a consumer, like a client; returns the outputs in order."""
+    rng = random.Random(seed)
+    await asyncio.sleep(rng.uniform(0, 0.02))  # streams join at different times
+    stream = scheduler.open_stream(target, max_pending=max_pending)
+
+    async def produce():
+        try:
+            for chunk in chunks:
+                await asyncio.sleep(rng.uniform(0, 0.003))
+                await stream.push({"x": chunk})
+        except Exception:
+            stream.cancel()  # a client that gives up on its stream
+            raise
+        await stream.close()
+
+    producer = asyncio.create_task(produce())
+    outputs = [out["y"].clone() async for out in stream]
+    await producer
+    return outputs
+
+
+async def solo(chunks, step) -> list[torch.Tensor]:
+    async with ChunkScheduler(TorchBackend()) as scheduler:
+        scheduler.add_lane("lane", step, max_batch=1, max_wait_ms=0)
+        return await drive(scheduler, "lane", chunks, seed=0)
+
+
+def test_64_streams_match_solo_runs_and_one_bad_stream_fails_alone():
+    step = FragileStep(channels=CHANNELS, layers=3)
+    chunks = {i: make_chunks(i, n_chunks=random.Random(i).randint(5, 25)) for i in range(64)}
+    malformed, poisoned = 7, 42
+    chunks[malformed][3] = torch.randn(5, CHANNELS + 1)
+    chunks[poisoned][4] = chunks[poisoned][4].clone()
+    chunks[poisoned][4][0, 0] = POISON
+
+    async def main():
+        async with ChunkScheduler(TorchBackend()) as scheduler:
+            lane = scheduler.add_lane("lane", step, max_batch=16, max_wait_ms=1.0)
+            results = await asyncio.gather(
+                *(drive(scheduler, "lane", chunks[i], seed=i) for i in range(64)), return_exceptions=True
+            )
+            return results, lane
+
+    results, lane = asyncio.run(main())
+    assert isinstance(results[malformed], InvalidChunk)
+    assert "[5, 33]" in str(results[malformed]) and "x: [*, 32] float32" in str(results[malformed])
+    assert isinstance(results[poisoned], StreamFailed)
+    assert "poisoned chunk" in str(results[poisoned])
+    assert lane.stats.failed_runs >= 1
+    assert max(lane.stats.batch_sizes) > 1, "the scheduler never batched streams together"
+    assert lane.pool.in_use == 0, "slots leaked"
+    for i in set(range(64)) - {malformed, poisoned}:
+        alone = asyncio.run(solo(chunks[i], step))
+        assert len(results[i]) == len(alone) == len(chunks[i])
+        for got, want in zip(results[i], alone):
+            assert torch.equal(got, want), f"stream {i} differs from its solo run"
+
+
+def test_streaming_through_scheduler_equals_offline():
+    step = ReferenceStep(channels=CHANNELS, layers=3)
+    chunks = make_chunks(3, 12)
+    outputs = asyncio.run(solo(chunks, step))
+    offline = step.offline(torch.cat(chunks)[None])[0]
+    torch.testing.assert_close(torch.cat(outputs), offline, atol=1e-5, rtol=0)
+
+
+def test_pool_exhaustion_is_a_clear_error_and_recovers():
+    async def main():
+        async with ChunkScheduler(TorchBackend()) as scheduler:
+            scheduler.add_lane("a", ReferenceStep(channels=CHANNELS), max_streams=3)
+            scheduler.add_lane("b", ReferenceStep(channels=CHANNELS), max_streams=1)
+            scheduler.add_pipeline("ab", ["a", Stage("b", adapt=lambda out: {"x": out["y"]})])
+            first = scheduler.open_stream("ab")
+            with pytest.raises(PoolFull, match="all 1 stream slots are in use"):
+                scheduler.open_stream("ab")
+            assert scheduler.lanes["a"].pool.in_use == 1, "a failed open must give back the slots it took"
+            await first.close()
+            second = scheduler.open_stream("ab")
+            out = await second.process({"x": torch.zeros(4, CHANNELS)})
+            assert out["y"].shape == (4, CHANNELS)
+            await second.close()
+
+    asyncio.run(main())
+
+
+def test_cancel_drops_queued_chunks_frees_slot_and_spares_others():
+    async def main():
+        async with ChunkScheduler(TorchBackend()) as scheduler:
+            lane = scheduler.add_lane("lane", ReferenceStep(channels=CHANNELS), max_batch=4)
+            doomed = scheduler.open_stream("lane", max_pending=8)
+            for chunk in make_chunks(1, 8):
+                await doomed.push({"x": chunk})
+            doomed.cancel()
+            with pytest.raises(StreamClosed):
+                await doomed.push({"x": torch.zeros(2, CHANNELS)})
+            drained = [out async for out in doomed]
+            assert len(drained) < 8
+            survivor_chunks = make_chunks(2, 6)
+            survivor = await drive(scheduler, "lane", survivor_chunks, seed=2)
+            await asyncio.sleep(0.01)
+            assert lane.pool.in_use == 0
+            return survivor, survivor_chunks
+
+    survivor, chunks = asyncio.run(main())
+    assert all(torch.equal(a, b) for a, b in zip(survivor, asyncio.run(solo(chunks, ReferenceStep(channels=CHANNELS)))))
+
+
+def test_cancel_wakes_a_producer_blocked_by_backpressure():
+    async def main():
+        async with ChunkScheduler(TorchBackend()) as scheduler:
+            scheduler.add_lane("lane", ReferenceStep(channels=CHANNELS))
+            stream = scheduler.open_stream("lane", max_pending=2)
+            for chunk in make_chunks(5, 2):
+                await stream.push({"x": chunk})
+            blocked = asyncio.create_task(stream.push({"x": torch.zeros(3, CHANNELS)}))
+            await asyncio.sleep(0.05)
+            assert not blocked.done(), "a third chunk must wait while two are untaken (max_pending=2)"
+            await stream.get()
+            await asyncio.wait_for(blocked, 1.0)  # taking one output lets the producer go on
+            late = asyncio.create_task(stream.push({"x": torch.zeros(3, CHANNELS)}))
+            await asyncio.sleep(0.05)
+            assert not late.done()
+            stream.cancel()
+            with pytest.raises(StreamClosed):
+                await asyncio.wait_for(late, 1.0)
+
+    asyncio.run(main())
+
+
+def test_batches_are_formed_earliest_deadline_first():
+    async def main():
+        async with ChunkScheduler(TorchBackend()) as scheduler:
+            scheduler.add_lane("lane", ReferenceStep(channels=CHANNELS), max_batch=1, max_wait_ms=0)
+            streams = [scheduler.open_stream("lane") for _ in range(5)]
+            now = asyncio.get_running_loop().time()
+            deadlines = [now + d for d in (0.5, 0.1, 0.4, 0.2, 0.3)]
+            order: list[int] = []
+
+            async def wait(i):
+                await streams[i].get()
+                order.append(i)
+
+            waiters = [asyncio.create_task(wait(i)) for i in range(5)]
+            for stream, deadline in zip(streams, deadlines):  # no await yields in between: all ready at once
+                await stream.push({"x": torch.zeros(2, CHANNELS)}, deadline=deadline)
+            await asyncio.gather(*waiters)
+            return order
+
+    assert asyncio.run(main()) == [1, 3, 4, 2, 0]
+
+
+def test_max_wait_bounds_the_wait_for_a_full_batch():
+    async def main():
+        async with ChunkScheduler(TorchBackend()) as scheduler:
+            scheduler.add_lane("lane", ReferenceStep(channels=CHANNELS), max_batch=8, max_wait_ms=30)
+            idle = scheduler.open_stream("lane")  # joined but silent: the lane cannot wait for it forever
+            busy = scheduler.open_stream("lane")
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            await busy.process({"x": torch.zeros(2, CHANNELS)})
+            waited = loop.time() - start
+            await idle.close()
+            await busy.close()
+            return waited
+
+    waited = asyncio.run(main())
+    assert 0.025 <= waited < 1.0
+
+
+def test_pipeline_chains_lanes_in_order():
+    first, second = ReferenceStep(channels=CHANNELS, seed=1), ReferenceStep(channels=CHANNELS, seed=2)
+    chunks = make_chunks(9, 10)
+
+    async def main():
+        async with ChunkScheduler(TorchBackend()) as scheduler:
+            scheduler.add_lane("first", first)
+            scheduler.add_lane("second", second)
+            scheduler.add_pipeline("both", [Stage("first"), Stage("second", adapt=lambda out: {"x": out["y"] * 0.5})])
+            results = await asyncio.gather(*(drive(scheduler, "both", chunks, seed=s) for s in range(4)))
+            return results
+
+    results = asyncio.run(main())
+    offline = second.offline(0.5 * first.offline(torch.cat(chunks)[None]))[0]
+    for outputs in results:
+        torch.testing.assert_close(torch.cat(outputs), offline, atol=1e-5, rtol=0)
+
+
+def test_a_bad_hand_over_between_lanes_fails_that_stream_with_a_clear_error():
+    async def main():
+        async with ChunkScheduler(TorchBackend()) as scheduler:
+            scheduler.add_lane("a", ReferenceStep(channels=CHANNELS))
+            scheduler.add_lane("b", ReferenceStep(channels=CHANNELS))
+            scheduler.add_pipeline("ab", ["a", "b"])  # "a" outputs "y", "b" wants "x"
+            stream = scheduler.open_stream("ab")
+            with pytest.raises(StreamFailed, match=r"chunk has inputs \['y'\], expected \['x'\]"):
+                await stream.process({"x": torch.zeros(2, CHANNELS)})
+            assert scheduler.lanes["a"].pool.in_use == 0 and scheduler.lanes["b"].pool.in_use == 0
+
+    asyncio.run(main())
+
+
+def test_unknown_targets_and_stopped_scheduler_are_reported():
+    scheduler = ChunkScheduler(TorchBackend())
+    scheduler.add_lane("lane", ReferenceStep(channels=CHANNELS))
+    with pytest.raises(RuntimeError, match="not running"):
+        scheduler.open_stream("lane")
+    with pytest.raises(ValueError, match="unknown lanes"):
+        scheduler.add_pipeline("p", ["nope"])
+
+    async def main():
+        async with scheduler:
+            with pytest.raises(KeyError, match="no lane or pipeline 'missing'"):
+                scheduler.open_stream("missing")
+            stream = scheduler.open_stream("lane")
+        with pytest.raises(StreamClosed):
+            await stream.push({"x": torch.zeros(1, CHANNELS)})
+
+    asyncio.run(main())

@@ -1,0 +1,1 @@
+"""Voice conversion: causal content features, speaker conditioning, chunk-wise decoder (issue 9)."""
