@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+from functools import cache
 from typing import Protocol
 
 import torch
@@ -21,6 +24,28 @@ class Backend(Protocol):
     def run(self, step: StepFunction, inputs: Tensors, state: Tensors) -> tuple[Tensors, Tensors]: ...
 
 
+@cache
+def keep_freed_memory_in_heap() -> bool:
+    """Stop glibc from handing large freed blocks back to the OS.
+
+    A step's activations are large, short-lived blocks. By default glibc serves them with ``mmap`` and
+    returns them on ``free``, so every step page-faults its working memory back in; under the scheduler,
+    where outputs live a little longer, steps ran 20-30% slower for it (``speech bench runtime``). Returns
+    whether the setting took (it does nothing off glibc).
+    """
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError, TypeError):
+        return False
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+    return all(
+        mallopt(option, value)
+        for option, value in ((m_mmap_threshold, 32 << 20), (m_trim_threshold, 1 << 30), (m_top_pad, 64 << 20))
+    )
+
+
 class TorchBackend:
     """Eager PyTorch on CPU or CUDA under ``inference_mode``, in fp32, bf16 or fp16.
 
@@ -38,6 +63,8 @@ class TorchBackend:
             raise ValueError(f"TorchBackend runs on cpu or cuda, got {self.device}")
         self.dtype_name = dtype
         self.dtype = DTYPES[dtype]
+        if self.device.type == "cpu":
+            keep_freed_memory_in_heap()
 
     def __repr__(self) -> str:
         return f"TorchBackend(device={str(self.device)!r}, dtype={self.dtype_name!r})"

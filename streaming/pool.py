@@ -3,10 +3,16 @@
 Every state tensor is allocated once as ``[max_streams, *per_stream_shape]``; a batch gathers its slots,
 runs, and scatters the next state back with ``index_copy_``. Memory per stream is known before the first
 stream opens, and a full pool says so instead of growing.
+
+Opening or closing a slot only marks it; the reset to the initial state runs inside the next ``gather``
+or ``scatter``,
+on the thread that runs the steps, so only that thread ever calls torch (see ``streaming.scheduler``).
+A slot's state is therefore always fresh the first time a batch sees it after ``open``.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Sequence
 
 import torch
@@ -44,6 +50,8 @@ class SlotPool:
         }
         self._free = list(range(max_streams - 1, -1, -1))
         self._used: set[int] = set()
+        self._stale: set[int] = set()
+        self._stale_lock = threading.Lock()
 
     @property
     def bytes_per_stream(self) -> int:
@@ -62,37 +70,68 @@ class SlotPool:
         return len(self._free)
 
     def open(self) -> int:
-        """Take a slot, reset to the initial state."""
+        """Take a slot; it holds the initial state when a batch first gathers it."""
         if not self._free:
             raise PoolFull(
                 f"{self.name}: all {self.max_streams} stream slots are in use "
                 f"({self.bytes_per_stream} bytes each); close a stream or raise max_streams"
             )
         slot = self._free.pop()
-        self._reset(slot)
+        self._mark_stale(slot)
         self._used.add(slot)
         return slot
 
     def close(self, slot: int) -> None:
-        """Give a slot back, zeroed so that nothing of the stream survives it."""
+        """Give a slot back; it is wiped at the next gather so that nothing of the stream survives it."""
         if slot not in self._used:
             raise KeyError(f"{self.name}: slot {slot} is not open")
         self._used.remove(slot)
-        self._reset(slot)
+        self._mark_stale(slot)
         self._free.append(slot)
 
-    def _reset(self, slot: int) -> None:
-        for spec in self.specs:
-            self.tensors[spec.name][slot].fill_(spec.init)
+    def _mark_stale(self, slot: int) -> None:
+        with self._stale_lock:
+            self._stale.add(slot)
 
-    def index(self, slots: Sequence[int]) -> Tensor:
+    def reset_stale(self) -> None:
+        """Reset every slot opened or closed since the last call (runs on the step thread)."""
+        with self._stale_lock:
+            stale, self._stale = self._stale, set()
+        for slot in stale:
+            for spec in self.specs:
+                self.tensors[spec.name][slot].fill_(spec.init)
+
+    def index(self, slots: Sequence[int]) -> Tensor | slice:
+        """What ``gather`` and ``scatter`` take: a slice when the slots are consecutive (the common case
+        once batches are ordered by slot; ``index_copy_`` is ten times slower than a block copy)."""
+        first = slots[0]
+        if all(slot == first + i for i, slot in enumerate(slots)):
+            return slice(first, first + len(slots))
         return torch.tensor(list(slots), dtype=torch.long, device=self.device)
 
-    def gather(self, index: Tensor) -> Tensors:
-        """The states of the given slots, batched in the order of ``index``."""
+    def gather(self, index: Tensor | slice) -> Tensors:
+        """The states of the given slots, batched in the order of ``index``.
+
+        For a slice these are views into the pool (no copy): steps never write to their inputs, and
+        :meth:`detach_outputs` copies any output that is a view of them before the next scatter.
+        """
+        self.reset_stale()
+        if isinstance(index, slice):
+            return {name: t[index] for name, t in self.tensors.items()}
         return {name: t.index_select(0, index) for name, t in self.tensors.items()}
 
-    def scatter(self, index: Tensor, state: Tensors) -> None:
+    def detach_outputs(self, outputs: Tensors) -> Tensors:
+        """Copy the outputs that share memory with the pool, so a later scatter cannot change them."""
+        pool = {t.untyped_storage().data_ptr() for t in self.tensors.values()}
+        return {
+            name: t.clone() if t.untyped_storage().data_ptr() in pool else t for name, t in outputs.items()
+        }
+
+    def scatter(self, index: Tensor | slice, state: Tensors) -> None:
         """Write a batch's next state back to its slots."""
+        self.reset_stale()
         for name, t in self.tensors.items():
-            t.index_copy_(0, index, state[name].to(dtype=t.dtype))
+            if isinstance(index, slice):
+                t[index].copy_(state[name])
+            else:
+                t.index_copy_(0, index, state[name].to(dtype=t.dtype))

@@ -48,7 +48,7 @@ class ReferenceStep(StepFunction):
         )
 
     def step(self, inputs: Tensors, state: Tensors) -> tuple[Tensors, Tensors]:
-        h = inputs["x"].transpose(1, 2)
+        h = inputs["x"].transpose(1, 2).contiguous()
         next_state = {}
         for i, (conv, mix) in enumerate(zip(self.convs, self.mixers)):
             c, next_state[f"conv{i}"] = conv.stream(h, state[f"conv{i}"])

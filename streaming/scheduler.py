@@ -17,8 +17,9 @@ import itertools
 import math
 import time
 from collections import Counter, deque
+from functools import partial
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 
 import torch
@@ -40,7 +41,11 @@ class StreamClosed(RuntimeError):
 
 @dataclass
 class LaneStats:
-    """What a lane has done; latencies are seconds from ``push`` to the lane's output."""
+    """What a lane has done; latencies are seconds from ``push`` to the lane's output.
+
+    ``run_seconds``: gather + step + scatter. ``busy_seconds`` (steps run inline only): the lane's whole
+    work per batch, from choosing its chunks to handing out its outputs.
+    """
 
     batches: int = 0
     chunks: int = 0
@@ -48,6 +53,7 @@ class LaneStats:
     failed_runs: int = 0
     batch_sizes: Counter = field(default_factory=Counter)
     run_seconds: float = 0.0
+    busy_seconds: float = 0.0
     latencies: deque = field(default_factory=lambda: deque(maxlen=200_000))
 
     @property
@@ -63,6 +69,7 @@ class _Request:
     deadline: float
     seq: int
     born: float
+    stage: int = 0
 
 
 @dataclass(eq=False)
@@ -72,7 +79,7 @@ class _Member:
     stream: Stream
     slot: int
     queue: deque = field(default_factory=deque)
-    in_flight: bool = False
+    in_flight: int = 0
     leaving: bool = False
 
 
@@ -81,7 +88,15 @@ def _shape_key(inputs: Tensors) -> tuple:
 
 
 class Lane:
-    """Batches the ready chunks of many streams through one step function."""
+    """Batches the ready chunks of many streams through one step function.
+
+    Where steps run: by default inline on the event-loop thread, one batch at a time, yielding to the
+    loop between batches. With an ``executor`` (one thread), up to ``depth`` batches are queued on it,
+    so host work overlaps device work; that pays off on CUDA. On CPU it does not: eager PyTorch takes
+    the GIL back after every operator, so a step on another thread stalls whenever the event loop runs
+    Python, and two threads calling torch get two OpenMP teams fighting for the same cores (both measured
+    with ``speech bench runtime --executor thread``).
+    """
 
     def __init__(
         self,
@@ -92,22 +107,30 @@ class Lane:
         max_batch: int = 32,
         max_wait_ms: float = 2.0,
         max_streams: int = 64,
+        depth: int = 2,
+        executor: Executor | None = None,
     ) -> None:
-        if max_batch < 1 or max_wait_ms < 0:
-            raise ValueError(f"lane {name!r}: max_batch must be >= 1 and max_wait_ms >= 0")
+        if max_batch < 1 or max_wait_ms < 0 or depth < 1:
+            raise ValueError(f"lane {name!r}: max_batch and depth must be >= 1 and max_wait_ms >= 0")
         self.name = name
         self.backend = backend
         self.step = backend.prepare(step)
         self.signature: StepSignature = step.signature
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000.0
-        self.pool = SlotPool(
-            self.signature.states, max_streams, device=backend.device, dtype_of=backend.state_dtype, name=name
+        self.executor = executor
+        self.pool = self._on_step_thread(
+            SlotPool, self.signature.states, max_streams, device=backend.device, dtype_of=backend.state_dtype, name=name
         )
         self.stats = LaneStats()
         self._members: set[_Member] = set()
         self._ready: set[_Member] = set()
         self._wake = asyncio.Event()
+        self._depth = asyncio.Semaphore(depth)
+
+    def _on_step_thread(self, fn, *args, **kwargs):
+        """Run a tensor operation where the steps run, so only one thread ever calls torch."""
+        return fn(*args, **kwargs) if self.executor is None else self.executor.submit(fn, *args, **kwargs).result()
 
     @property
     def queue_depth(self) -> int:
@@ -124,14 +147,11 @@ class Lane:
         return member
 
     def leave(self, member: _Member) -> None:
-        """Release the slot now if idle, else as soon as the chunk in flight is done."""
+        """Release the slot now if idle, else as soon as its chunks in flight are done."""
         member.leaving = True
-        self._drop_queue(member)
-        self._release_if_idle(member)
-
-    def _drop_queue(self, member: _Member) -> None:
         member.queue.clear()
         self._ready.discard(member)
+        self._release_if_idle(member)
 
     def _release_if_idle(self, member: _Member) -> None:
         if member.leaving and not member.in_flight and not member.queue and member in self._members:
@@ -145,24 +165,27 @@ class Lane:
         self._wake.set()
 
     # the loop ---------------------------------------------------------------------------------------
-    async def run(self, executor: ThreadPoolExecutor) -> None:
+    async def run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            await self._depth.acquire()
             while not self._ready:
                 self._wake.clear()
                 await self._wake.wait()
             await self._fill(loop)
             if not self._ready:
+                self._depth.release()
                 continue
+            started = time.perf_counter()
             members, requests = self._take()
-            try:
-                await self._execute(members, requests, loop, executor)
-            finally:
-                for member in members:
-                    member.in_flight = False
-                    if member.queue:
-                        self._ready.add(member)
-                    self._release_if_idle(member)
+            slots, inputs = [m.slot for m in members], [r.inputs for r in requests]
+            if self.executor is None:
+                self._finish(members, requests, self._run_batch(slots, inputs))
+                self.stats.busy_seconds += time.perf_counter() - started
+                await asyncio.sleep(0)  # let the streams push and take before the next batch
+            else:
+                future = loop.run_in_executor(self.executor, self._run_batch, slots, inputs)
+                future.add_done_callback(partial(self._finish_future, members, requests))
 
     async def _fill(self, loop: asyncio.AbstractEventLoop) -> None:
         """Wait up to ``max_wait`` for more streams to become ready, unless nobody else can."""
@@ -178,61 +201,75 @@ class Lane:
                 return
 
     def _take(self) -> tuple[list[_Member], list[_Request]]:
-        """Earliest deadline first; one chunk per stream; only chunks of the first one's shape."""
+        """Earliest deadline first; one chunk per stream; only chunks of the first one's shape.
+
+        The chosen members are ordered by slot, so that gather and scatter are block copies."""
         ordered = sorted(self._ready, key=lambda m: (m.queue[0].deadline, m.queue[0].seq))
         key = ordered[0].queue[0].key
-        members = [m for m in ordered if m.queue[0].key == key][: self.max_batch]
+        chosen = [m for m in ordered if m.queue[0].key == key][: self.max_batch]
+        members = sorted(chosen, key=lambda m: m.slot)
         requests = []
         for member in members:
             requests.append(member.queue.popleft())
-            member.in_flight = True
-            self._ready.discard(member)
+            member.in_flight += 1
+            if not member.queue:
+                self._ready.discard(member)
         return members, requests
 
-    def _run_batch(self, slots: list[int], inputs: list[Tensors]) -> tuple[Tensors, float]:
-        """Worker thread: gather, step, scatter. State is written only if the step succeeded."""
-        start = time.perf_counter()
+    # where the steps run -----------------------------------------------------------------------------
+    def _step(self, slots: list[int], inputs: list[Tensors]) -> Tensors:
+        """Gather, step, scatter. State is written only if the step succeeded."""
         index = self.pool.index(slots)
         batch = {name: torch.stack([x[name] for x in inputs]) for name in inputs[0]}
         outputs, state = self.backend.run(self.step, batch, self.pool.gather(index))
+        outputs = self.pool.detach_outputs(outputs)
         self.pool.scatter(index, state)
-        return outputs, time.perf_counter() - start
+        return outputs
 
-    async def _execute(self, members, requests, loop, executor) -> None:
-        slots = [m.slot for m in members]
+    def _run_batch(self, slots: list[int], inputs: list[Tensors]) -> tuple[list, float, bool]:
+        """One result per stream: its outputs, or the exception its own chunk raised.
+
+        If the batch fails, its members are re-run one by one right here, before any later batch, so
+        the streams whose chunks are fine go on with correct state.
+        """
+        start = time.perf_counter()
         try:
-            outputs, seconds = await loop.run_in_executor(
-                executor, self._run_batch, slots, [r.inputs for r in requests]
-            )
-        except Exception as batch_error:  # noqa: BLE001 - narrowed down below
-            self.stats.failed_runs += 1
-            if len(requests) == 1:
-                requests[0].stream._fail(batch_error)
-                return
-            await self._execute_one_by_one(members, requests, loop, executor)
-            return
-        self._record(len(requests), seconds)
-        now = loop.time()
-        for i, request in enumerate(requests):
-            request.stream._advance(self, request, {name: t[i] for name, t in outputs.items()}, now)
+            outputs = self._step(slots, inputs)
+            results = [{name: t[i] for name, t in outputs.items()} for i in range(len(slots))]
+            failed = False
+        except Exception:  # noqa: BLE001 - narrowed down below
+            failed, results = True, []
+            for slot, chunk in zip(slots, inputs):
+                try:
+                    results.append({name: t[0] for name, t in self._step([slot], [chunk]).items()})
+                except Exception as error:  # noqa: BLE001 - this stream's own chunk fails it
+                    results.append(error)
+        return results, time.perf_counter() - start, failed
 
-    async def _execute_one_by_one(self, members, requests, loop, executor) -> None:
-        for member, request in zip(members, requests):
-            try:
-                outputs, seconds = await loop.run_in_executor(
-                    executor, self._run_batch, [member.slot], [request.inputs]
-                )
-            except Exception as error:  # noqa: BLE001 - this stream's own chunk fails it
-                request.stream._fail(error)
-                continue
-            self._record(1, seconds)
-            request.stream._advance(self, request, {name: t[0] for name, t in outputs.items()}, loop.time())
+    # back on the event loop -------------------------------------------------------------------------
+    def _finish_future(self, members: list[_Member], requests: list[_Request], future: asyncio.Future) -> None:
+        try:
+            outcome = future.result()
+        except BaseException as error:  # noqa: BLE001 - the executor itself failed (e.g. shut down)
+            outcome = [error] * len(requests), 0.0, True
+        self._finish(members, requests, outcome)
 
-    def _record(self, size: int, seconds: float) -> None:
+    def _finish(self, members: list[_Member], requests: list[_Request], outcome: tuple[list, float, bool]) -> None:
+        self._depth.release()
+        results, seconds, failed = outcome
         self.stats.batches += 1
-        self.stats.chunks += size
-        self.stats.batch_sizes[size] += 1
+        self.stats.chunks += len(requests)
+        self.stats.batch_sizes[len(requests)] += 1
         self.stats.run_seconds += seconds
+        self.stats.failed_runs += failed
+        now = asyncio.get_running_loop().time()
+        for member, request, result in zip(members, requests, results):
+            member.in_flight -= 1
+            if isinstance(result, BaseException):
+                request.stream._fail(result)
+            else:
+                request.stream._advance(self, request, result, now)
+            self._release_if_idle(member)
 
 
 @dataclass(frozen=True)
@@ -381,7 +418,7 @@ class Stream:
         """A lane finished this stream's chunk: hand it to the next stage or to the consumer."""
         if self.state not in ("open", "closing"):
             return
-        stage = next(i for i, (stage_lane, _) in enumerate(self._stages) if stage_lane is lane)
+        stage = request.stage
         if stage + 1 < len(self._stages):
             next_lane, adapt = self._stages[stage + 1]
             try:
@@ -391,6 +428,7 @@ class Stream:
                 self._fail(error)
                 return
             request.key = _shape_key(request.inputs)
+            request.stage = stage + 1
             next_lane.enqueue(self._members[stage + 1], request)
             return
         lane.stats.latencies.append(now - request.born)
@@ -403,14 +441,17 @@ class Stream:
 
 
 class ChunkScheduler:
-    """Owns the lanes, their worker thread(s) and the streams; use as ``async with ChunkScheduler(...)``."""
+    """Owns the lanes and the streams; use as ``async with ChunkScheduler(...)``.
 
-    def __init__(self, backend: Backend, *, workers: int = 1) -> None:
+    ``executor``: ``None`` runs steps inline on the event loop (best on CPU); a one-thread executor
+    overlaps host and device work (for CUDA). See :class:`Lane`.
+    """
+
+    def __init__(self, backend: Backend, *, executor: Executor | None = None) -> None:
         self.backend = backend
         self.lanes: dict[str, Lane] = {}
         self.pipelines: dict[str, list[Stage]] = {}
-        self._workers = workers
-        self._executor: ThreadPoolExecutor | None = None
+        self._executor = executor
         self._tasks: list[asyncio.Task] = []
         self._running = False
         self._streams: set[Stream] = set()
@@ -424,6 +465,7 @@ class ChunkScheduler:
         max_batch: int = 32,
         max_wait_ms: float = 2.0,
         max_streams: int = 64,
+        depth: int = 2,
         backend: Backend | None = None,
     ) -> Lane:
         """Add a lane (also usable alone as a one-stage pipeline of the same name)."""
@@ -436,10 +478,12 @@ class ChunkScheduler:
             max_batch=max_batch,
             max_wait_ms=max_wait_ms,
             max_streams=max_streams,
+            depth=depth,
+            executor=self._executor,
         )
         self.lanes[name] = lane
         if self._running:
-            self._tasks.append(asyncio.get_running_loop().create_task(lane.run(self._executor)))
+            self._tasks.append(asyncio.get_running_loop().create_task(lane.run()))
         return lane
 
     def add_pipeline(self, name: str, stages: Sequence[Stage | str]) -> None:
@@ -454,8 +498,7 @@ class ChunkScheduler:
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
-        self._executor = ThreadPoolExecutor(max_workers=self._workers, thread_name_prefix="lane")
-        self._tasks = [loop.create_task(lane.run(self._executor)) for lane in self.lanes.values()]
+        self._tasks = [loop.create_task(lane.run()) for lane in self.lanes.values()]
         self._running = True
 
     async def stop(self) -> None:
@@ -467,8 +510,6 @@ class ChunkScheduler:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
         self._running = False
-        self._executor.shutdown(wait=True)
-        self._executor = None
 
     async def __aenter__(self) -> ChunkScheduler:
         await self.start()

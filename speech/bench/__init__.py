@@ -1,0 +1,1 @@
+"""Benchmarks (`speech bench ...`): each prints a table and writes JSON."""

@@ -1,0 +1,102 @@
+"""The `speech` command. Subcommands whose issue has not landed say so and exit with status 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+# name -> (one-line help, the issue that brings it)
+PLANNED = {
+    "serve": ("WebSocket audio service with a browser page", 7),
+    "mic": ("live captions / voice conversion / type-to-speak from the microphone", 7),
+    "transcribe": ("speech to text for audio files, through the streaming path", 4),
+    "say": ("text to speech into an audio file", 8),
+    "convert": ("voice conversion of audio files", 9),
+    "export": ("ONNX / TensorRT export of the streaming steps", 6),
+    "train": ("training recipes of the shipped models", 4),
+    "corpus": ("build the training and evaluation corpora", 3),
+}
+
+
+def _bench_runtime(args: argparse.Namespace) -> int:
+    from dataclasses import fields
+
+    import yaml
+
+    from .bench import runtime
+
+    names = {f.name for f in fields(runtime.RuntimeBenchConfig)}
+    settings = {}
+    if args.config:
+        with open(args.config) as f:
+            settings = yaml.safe_load(f) or {}
+        unknown = sorted(set(settings) - names)
+        if unknown:
+            print(f"speech bench runtime: unknown keys {unknown} in {args.config}; known: {sorted(names)}",
+                  file=sys.stderr)
+            return 2
+    settings.update({k: v for k, v in vars(args).items() if k in names and v is not None})
+    runtime.main(runtime.RuntimeBenchConfig(**settings), args.json)
+    return 0
+
+
+def _add_bench(subparsers) -> None:
+    bench = subparsers.add_parser("bench", help="latency, throughput and quality benchmarks (table + JSON)")
+    which = bench.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
+    rt = which.add_parser(
+        "runtime",
+        help="scheduler overhead, latency and batching of N concurrent streams of a reference step",
+        description="Flags override --config, which overrides the defaults shown.",
+    )
+    from .bench.runtime import RuntimeBenchConfig
+
+    d = RuntimeBenchConfig()
+    rt.add_argument("--config", help="YAML file with any of the settings below")
+    rt.add_argument("--streams", type=int, help=f"concurrent streams ({d.streams})")
+    rt.add_argument("--chunks", type=int, help=f"chunks per stream ({d.chunks})")
+    rt.add_argument("--chunk-frames", type=int, help=f"frames per chunk ({d.chunk_frames})")
+    rt.add_argument("--channels", type=int, help=f"reference step width ({d.channels})")
+    rt.add_argument("--layers", type=int, help=f"reference step depth ({d.layers})")
+    rt.add_argument("--groups", type=int, help=f"groups of the reference step's channel mixing ({d.groups})")
+    rt.add_argument("--max-batch", type=int, help=f"({d.max_batch})")
+    rt.add_argument("--max-wait-ms", type=float, help=f"({d.max_wait_ms})")
+    rt.add_argument("--max-pending", type=int, help=f"chunks in flight per stream ({d.max_pending})")
+    rt.add_argument("--device", help=f"cpu or cuda ({d.device})")
+    rt.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], help=f"({d.dtype})")
+    rt.add_argument("--executor", choices=["inline", "thread"],
+                    help=f"run steps on the event loop or on one step thread ({d.executor})")
+    rt.add_argument("--repeats", type=int, help=f"alternating scheduled/direct runs ({d.repeats})")
+    rt.add_argument("--json", default="bench-results/runtime.json", help="where to write the results")
+    rt.set_defaults(func=_bench_runtime)
+
+
+def _not_available(name: str, issue: int):
+    def run(args: argparse.Namespace) -> int:
+        print(f"speech {name}: not available yet (arrives with issue {issue})", file=sys.stderr)
+        return 2
+
+    return run
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="speech",
+        description="Streaming speech recognition, synthesis and voice conversion on one chunk scheduler.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_bench(subparsers)
+    for name, (summary, issue) in PLANNED.items():
+        sub = subparsers.add_parser(name, help=f"{summary} (not available yet)", add_help=True)
+        sub.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+        sub.set_defaults(func=_not_available(name, issue))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
