@@ -53,7 +53,12 @@ async def drive(scheduler: ChunkScheduler, target: str, chunks, *, seed: int, ma
         await stream.close()
 
     producer = asyncio.create_task(produce())
-    outputs = [out["y"].clone() async for out in stream]
+    try:
+        outputs = [out["y"].clone() async for out in stream]
+    except BaseException:
+        producer.cancel()
+        await asyncio.gather(producer, return_exceptions=True)
+        raise
     await producer
     return outputs
 
