@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import ctypes
 import ctypes.util
 from functools import cache
@@ -70,8 +71,15 @@ class TorchBackend:
         return f"TorchBackend(device={str(self.device)!r}, dtype={self.dtype_name!r})"
 
     def prepare(self, step: StepFunction) -> StepFunction:
-        """Move a step's weights to the device and dtype once, in eval mode."""
-        return step.to(device=self.device, dtype=self.dtype).eval()
+        """The step with its weights on this device and dtype, in eval mode.
+
+        A step already there is shared as it is (steps are read-only); any other is copied, so that
+        the caller's module, perhaps also serving another lane or backend, is never changed.
+        """
+        tensors = [*step.parameters(), *step.buffers()]
+        if all(t.device == self.device and (t.dtype == self.dtype or not t.is_floating_point()) for t in tensors):
+            return step.eval() if not step.training else copy.deepcopy(step).eval()
+        return copy.deepcopy(step).to(device=self.device, dtype=self.dtype).eval()
 
     def state_dtype(self, spec: StateSpec) -> torch.dtype:
         return self.dtype if spec.dtype.is_floating_point else spec.dtype

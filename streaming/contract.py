@@ -120,8 +120,13 @@ class StepFunction(nn.Module, ABC):
         }
 
 
-def validate_chunk(signature: StepSignature, inputs: Tensors, *, check_finite: bool = True) -> None:
-    """Raise :class:`InvalidChunk` saying what is wrong and what is accepted; per-stream tensors, no batch axis."""
+def validate_chunk(
+    signature: StepSignature, inputs: Tensors, *, check_finite: bool = True, any_float: bool = False
+) -> None:
+    """Raise :class:`InvalidChunk` saying what is wrong and what is accepted; per-stream tensors, no batch axis.
+
+    ``any_float`` accepts floating inputs of any precision (between lanes, where the backend casts them).
+    """
     if not isinstance(inputs, dict) or len(inputs) != len(signature.inputs):
         _reject(signature, f"a chunk is a dict with inputs {[s.name for s in signature.inputs]}, got "
                 f"{sorted(inputs) if isinstance(inputs, dict) else type(inputs).__name__}")
@@ -131,7 +136,7 @@ def validate_chunk(signature: StepSignature, inputs: Tensors, *, check_finite: b
         if not isinstance(value, Tensor):
             _reject(signature, f"chunk has inputs {sorted(inputs)}, expected {sorted(s.name for s in signature.inputs)}"
                     if value is None else f"input {spec.name!r} is {type(value).__name__}, not a tensor")
-        if value.dtype != spec.dtype:
+        if value.dtype != spec.dtype and not (any_float and value.is_floating_point() and spec.dtype.is_floating_point):
             _reject(signature, f"input {spec.name!r} has dtype {value.dtype}")
         shape = value.shape
         if len(shape) != len(spec.shape) or any(
@@ -152,5 +157,5 @@ def _reject(signature: StepSignature, problem: str) -> None:
 def _all_finite(value: Tensor) -> bool:
     """numpy for CPU tensors: torch would start an OpenMP team on the calling (event-loop) thread."""
     if value.device.type == "cpu" and value.dtype in (torch.float32, torch.float64, torch.float16):
-        return bool(np.isfinite(value.numpy()).all())
+        return bool(np.isfinite(value.detach().numpy()).all())
     return bool(torch.isfinite(value).all())

@@ -113,24 +113,35 @@ class SlotPool:
         """The states of the given slots, batched in the order of ``index``.
 
         For a slice these are views into the pool (no copy): steps never write to their inputs, and
-        :meth:`detach_outputs` copies any output that is a view of them before the next scatter.
+        :meth:`detach` copies any output that is a view of them before the next scatter.
         """
         self.reset_stale()
         if isinstance(index, slice):
             return {name: t[index] for name, t in self.tensors.items()}
         return {name: t.index_select(0, index) for name, t in self.tensors.items()}
 
-    def detach_outputs(self, outputs: Tensors) -> Tensors:
-        """Copy the outputs that share memory with the pool, so a later scatter cannot change them."""
+    def detach(self, tensors: Tensors) -> Tensors:
+        """Copy the tensors that share memory with the pool, so that a scatter cannot change them."""
         pool = {t.untyped_storage().data_ptr() for t in self.tensors.values()}
         return {
-            name: t.clone() if t.untyped_storage().data_ptr() in pool else t for name, t in outputs.items()
+            name: t.clone() if t.untyped_storage().data_ptr() in pool else t for name, t in tensors.items()
         }
 
     def scatter(self, index: Tensor | slice, state: Tensors) -> None:
-        """Write a batch's next state back to its slots."""
+        """Write a batch's next state back to its slots.
+
+        A next state that is a view of the pool (a step passing some state through) is copied first, so
+        that writing one state cannot change another before it is written.
+        """
         self.reset_stale()
+        state = self.detach(state)
+        rows = index.stop - index.start if isinstance(index, slice) else index.shape[0]
         for name, t in self.tensors.items():
+            if state[name].shape != (rows, *t.shape[1:]):
+                raise ValueError(
+                    f"{self.name}: next state {name!r} has shape {list(state[name].shape)}, "
+                    f"expected {[rows, *t.shape[1:]]}"
+                )
             if isinstance(index, slice):
                 t[index].copy_(state[name])
             else:

@@ -83,8 +83,11 @@ class _Member:
     leaving: bool = False
 
 
+_ARRIVALS = itertools.count()  # one order for all streams: equal deadlines go first come, first served
+
+
 def _shape_key(inputs: Tensors) -> tuple:
-    return tuple((name, tuple(t.shape), t.dtype) for name, t in sorted(inputs.items()))
+    return tuple((name, tuple(t.shape), t.dtype, t.device) for name, t in sorted(inputs.items()))
 
 
 class Lane:
@@ -126,6 +129,7 @@ class Lane:
         self._members: set[_Member] = set()
         self._ready: set[_Member] = set()
         self._wake = asyncio.Event()
+        self.depth = depth
         self._depth = asyncio.Semaphore(depth)
 
     def _on_step_thread(self, fn, *args, **kwargs):
@@ -166,7 +170,17 @@ class Lane:
 
     # the loop ---------------------------------------------------------------------------------------
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
+        """The lane's task; if it ever breaks, its streams fail rather than wait forever."""
+        self._depth = asyncio.Semaphore(self.depth)  # asyncio primitives belong to one loop: fresh per start
+        self._wake = asyncio.Event()
+        try:
+            await self._loop(asyncio.get_running_loop())
+        except Exception as error:  # noqa: BLE001 - a bug here must not hang every client
+            for member in list(self._members):
+                member.stream._fail(error)
+            raise
+
+    async def _loop(self, loop: asyncio.AbstractEventLoop) -> None:
         while True:
             await self._depth.acquire()
             while not self._ready:
@@ -183,9 +197,13 @@ class Lane:
                 self._finish(members, requests, self._run_batch(slots, inputs))
                 self.stats.busy_seconds += time.perf_counter() - started
                 await asyncio.sleep(0)  # let the streams push and take before the next batch
-            else:
+                continue
+            try:
                 future = loop.run_in_executor(self.executor, self._run_batch, slots, inputs)
-                future.add_done_callback(partial(self._finish_future, members, requests))
+            except Exception as error:  # noqa: BLE001 - e.g. the executor was shut down: fail, don't hang
+                self._finish(members, requests, ([error] * len(requests), 0.0, True))
+                continue
+            future.add_done_callback(partial(self._finish_future, members, requests))
 
     async def _fill(self, loop: asyncio.AbstractEventLoop) -> None:
         """Wait up to ``max_wait`` for more streams to become ready, unless nobody else can."""
@@ -217,14 +235,15 @@ class Lane:
         return members, requests
 
     # where the steps run -----------------------------------------------------------------------------
-    def _step(self, slots: list[int], inputs: list[Tensors]) -> Tensors:
-        """Gather, step, scatter. State is written only if the step succeeded."""
+    def _step(self, slots: list[int], inputs: list[Tensors]) -> list[Tensors]:
+        """Gather, step, scatter; one output dict per stream. State is written only if all else worked."""
         index = self.pool.index(slots)
         batch = {name: torch.stack([x[name] for x in inputs]) for name in inputs[0]}
         outputs, state = self.backend.run(self.step, batch, self.pool.gather(index))
-        outputs = self.pool.detach_outputs(outputs)
+        outputs = self.pool.detach(outputs)
+        per_stream = [{name: t[i] for name, t in outputs.items()} for i in range(len(slots))]
         self.pool.scatter(index, state)
-        return outputs
+        return per_stream
 
     def _run_batch(self, slots: list[int], inputs: list[Tensors]) -> tuple[list, float, bool]:
         """One result per stream: its outputs, or the exception its own chunk raised.
@@ -234,14 +253,12 @@ class Lane:
         """
         start = time.perf_counter()
         try:
-            outputs = self._step(slots, inputs)
-            results = [{name: t[i] for name, t in outputs.items()} for i in range(len(slots))]
-            failed = False
+            results, failed = self._step(slots, inputs), False
         except Exception:  # noqa: BLE001 - narrowed down below
             failed, results = True, []
             for slot, chunk in zip(slots, inputs):
                 try:
-                    results.append({name: t[0] for name, t in self._step([slot], [chunk]).items()})
+                    results.extend(self._step([slot], [chunk]))
                 except Exception as error:  # noqa: BLE001 - this stream's own chunk fails it
                     results.append(error)
         return results, time.perf_counter() - start, failed
@@ -309,7 +326,6 @@ class Stream:
         self._outputs: asyncio.Queue = asyncio.Queue()
         self._budget = budget_s
         self._on_finish = on_finish
-        self._seq = itertools.count()
         self._in_pipeline = 0
         self._drained = asyncio.Event()
         self._drained.set()
@@ -342,6 +358,8 @@ class Stream:
     async def push(self, inputs: Tensors, deadline: float | None = None) -> None:
         """Queue one chunk (per-stream tensors, no batch axis). ``deadline`` is in ``loop.time()`` seconds.
 
+        The stream takes the tensors over: the caller must not write to them afterwards (no copy is made).
+
         A chunk that does not match the first step raises :class:`InvalidChunk` and leaves the stream as it was.
         """
         self._check_open()
@@ -358,7 +376,7 @@ class Stream:
         lane = self._stages[0][0]
         self._in_pipeline += 1
         self._drained.clear()
-        lane.enqueue(self._members[0], _Request(self, inputs, _shape_key(inputs), deadline, next(self._seq), now))
+        lane.enqueue(self._members[0], _Request(self, inputs, _shape_key(inputs), deadline, next(_ARRIVALS), now))
 
     async def get(self) -> Tensors:
         """The next output, in push order; raises when the stream has ended and nothing is left."""
@@ -423,7 +441,7 @@ class Stream:
             next_lane, adapt = self._stages[stage + 1]
             try:
                 request.inputs = adapt(outputs) if adapt else outputs
-                validate_chunk(next_lane.signature, request.inputs, check_finite=False)
+                validate_chunk(next_lane.signature, request.inputs, check_finite=False, any_float=True)
             except Exception as error:  # noqa: BLE001 - a bad hand-over fails this stream only
                 self._fail(error)
                 return

@@ -52,7 +52,7 @@ def test_pool_outputs_that_view_the_state_are_copied():
     pool = SlotPool(SPECS, max_streams=2)
     slots = [pool.open(), pool.open()]
     state = pool.gather(pool.index(slots))
-    outputs = pool.detach_outputs({"echo": state["cache"][:, 0], "fresh": torch.zeros(2)})
+    outputs = pool.detach({"echo": state["cache"][:, 0], "fresh": torch.zeros(2)})
     pool.scatter(pool.index(slots), {"cache": torch.zeros(2, 4, 3), "length": torch.zeros(2, dtype=torch.long)})
     assert torch.equal(outputs["echo"], torch.full((2, 3), -1.0))
 
@@ -108,3 +108,28 @@ def test_steps_are_pure():
     second, _ = step.step({"x": x}, state)
     assert all(torch.equal(state[k], before[k]) for k in state), "a step wrote to its input state"
     assert torch.equal(first["y"], second["y"])
+
+
+def test_scatter_of_states_that_view_the_pool_swaps_correctly():
+    specs = (StateSpec("a", (2,)), StateSpec("b", (2,)))
+    pool = SlotPool(specs, max_streams=2)
+    slots = [pool.open(), pool.open()]
+    index = pool.index(slots)
+    assert isinstance(index, slice)
+    pool.scatter(index, {"a": torch.ones(2, 2), "b": torch.full((2, 2), 2.0)})
+    state = pool.gather(index)
+    pool.scatter(index, {"a": state["b"], "b": state["a"]})  # a step that swaps two states
+    assert torch.equal(pool.tensors["a"], torch.full((2, 2), 2.0))
+    assert torch.equal(pool.tensors["b"], torch.ones(2, 2))
+
+
+def test_scatter_refuses_a_next_state_of_the_wrong_shape():
+    pool = SlotPool(SPECS, max_streams=2)
+    slots = [pool.open(), pool.open()]
+    with pytest.raises(ValueError, match=r"next state 'cache' has shape \[4, 3\], expected \[2, 4, 3\]"):
+        pool.scatter(pool.index(slots), {"cache": torch.zeros(4, 3), "length": torch.zeros(2, dtype=torch.long)})
+
+
+def test_validation_accepts_tensors_that_require_grad():
+    signature = ReferenceStep(channels=8).signature
+    validate_chunk(signature, {"x": torch.zeros(4, 8, requires_grad=True)})

@@ -260,3 +260,91 @@ def test_unknown_targets_and_stopped_scheduler_are_reported():
             await stream.push({"x": torch.zeros(1, CHANNELS)})
 
     asyncio.run(main())
+
+
+def test_pipeline_on_a_reduced_precision_backend_hands_over_between_lanes():
+    async def main():
+        async with ChunkScheduler(TorchBackend("cpu", "bf16")) as scheduler:
+            scheduler.add_lane("a", ReferenceStep(channels=CHANNELS, seed=1))
+            scheduler.add_lane("b", ReferenceStep(channels=CHANNELS, seed=2))
+            scheduler.add_pipeline("ab", ["a", Stage("b", adapt=lambda out: {"x": out["y"]})])
+            stream = scheduler.open_stream("ab")
+            out = await stream.process({"x": torch.randn(4, CHANNELS)})
+            await stream.close()
+            return out["y"]
+
+    assert asyncio.run(main()).dtype == torch.bfloat16
+
+
+def test_scheduler_restarts_cleanly():
+    scheduler = ChunkScheduler(TorchBackend())
+    scheduler.add_lane("lane", ReferenceStep(channels=CHANNELS), depth=2)
+
+    async def once():
+        async with scheduler:
+            stream = scheduler.open_stream("lane")
+            out = await asyncio.wait_for(stream.process({"x": torch.zeros(2, CHANNELS)}), 5)
+            await stream.close()
+            return out
+
+    for _ in range(4):
+        assert asyncio.run(once())["y"].shape == (2, CHANNELS)
+
+
+def test_a_dead_executor_fails_the_streams_instead_of_hanging():
+    from concurrent.futures import ThreadPoolExecutor
+
+    executor = ThreadPoolExecutor(1)
+
+    async def main():
+        async with ChunkScheduler(TorchBackend(), executor=executor) as scheduler:
+            scheduler.add_lane("lane", ReferenceStep(channels=CHANNELS))
+            stream = scheduler.open_stream("lane")
+            executor.shutdown()
+            with pytest.raises(StreamFailed, match="cannot schedule new futures"):
+                await asyncio.wait_for(stream.process({"x": torch.zeros(2, CHANNELS)}), 5)
+            assert scheduler.lanes["lane"].pool.in_use == 0
+
+    asyncio.run(main())
+
+
+def test_without_deadlines_chunks_are_served_first_come_first_served():
+    async def main():
+        async with ChunkScheduler(TorchBackend()) as scheduler:
+            scheduler.add_lane("lane", ReferenceStep(channels=CHANNELS), max_batch=1, max_wait_ms=0)
+            old = scheduler.open_stream("lane", max_pending=8)
+            for _ in range(5):  # the old stream has a history
+                await old.process({"x": torch.zeros(2, CHANNELS)})
+            new = scheduler.open_stream("lane", max_pending=8)
+            order: list[str] = []
+
+            async def take(stream, name):
+                for _ in range(3):
+                    await stream.get()
+                    order.append(name)
+
+            waiters = [asyncio.create_task(take(old, "old")), asyncio.create_task(take(new, "new"))]
+            for _ in range(3):
+                await old.push({"x": torch.zeros(2, CHANNELS)})
+            for _ in range(3):
+                await new.push({"x": torch.zeros(2, CHANNELS)})
+            await asyncio.gather(*waiters)
+            return order
+
+    assert asyncio.run(main()) == ["old"] * 3 + ["new"] * 3
+
+
+def test_one_step_module_can_serve_lanes_of_different_precision():
+    step = ReferenceStep(channels=CHANNELS).eval()
+
+    async def main():
+        async with ChunkScheduler(TorchBackend()) as scheduler:
+            scheduler.add_lane("fp32", step)
+            scheduler.add_lane("bf16", step, backend=TorchBackend("cpu", "bf16"))
+            a, b = scheduler.open_stream("fp32"), scheduler.open_stream("bf16")
+            x = {"x": torch.randn(3, CHANNELS)}
+            return (await a.process(x))["y"], (await b.process(x))["y"]
+
+    full, reduced = asyncio.run(main())
+    assert full.dtype == torch.float32 and reduced.dtype == torch.bfloat16
+    assert next(step.parameters()).dtype == torch.float32, "the caller's module was changed"

@@ -86,7 +86,7 @@ def _preemphasis(audio: Tensor, previous: Tensor, coeff: float) -> Tensor:
 def log_mel_offline(audio: Tensor, cfg: LogMelConfig = LogMelConfig()) -> Tensor:
     """``[B, N] -> [B, n_mels, 1 + N // hop]`` over the whole signal (the reference for parity)."""
     if cfg.preemphasis:
-        audio = _preemphasis(audio, torch.zeros_like(audio[:, 0]), cfg.preemphasis)
+        audio = _preemphasis(audio, audio.new_zeros(audio.shape[0]), cfg.preemphasis)
     spec = torch.stft(
         audio,
         cfg.n_fft,
