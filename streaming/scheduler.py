@@ -43,8 +43,9 @@ class StreamClosed(RuntimeError):
 class LaneStats:
     """What a lane has done; latencies are seconds from ``push`` to the lane's output.
 
-    ``run_seconds``: gather + step + scatter. ``busy_seconds`` (steps run inline only): the lane's whole
-    work per batch, from choosing its chunks to handing out its outputs.
+    ``step_seconds``: the backend's step calls alone. ``run_seconds``: gather + step + scatter.
+    ``busy_seconds`` (steps run inline only): the lane's whole work per batch, from choosing its chunks
+    to handing out its outputs.
     """
 
     batches: int = 0
@@ -53,6 +54,7 @@ class LaneStats:
     failed_runs: int = 0
     batch_sizes: Counter = field(default_factory=Counter)
     run_seconds: float = 0.0
+    step_seconds: float = 0.0
     busy_seconds: float = 0.0
     latencies: deque = field(default_factory=lambda: deque(maxlen=200_000))
 
@@ -126,6 +128,7 @@ class Lane:
             SlotPool, self.signature.states, max_streams, device=backend.device, dtype_of=backend.state_dtype, name=name
         )
         self.stats = LaneStats()
+        self._step_seconds = 0.0  # of the batch being run, on the step thread
         self._members: set[_Member] = set()
         self._ready: set[_Member] = set()
         self._wake = asyncio.Event()
@@ -201,7 +204,7 @@ class Lane:
             try:
                 future = loop.run_in_executor(self.executor, self._run_batch, slots, inputs)
             except Exception as error:  # noqa: BLE001 - e.g. the executor was shut down: fail, don't hang
-                self._finish(members, requests, ([error] * len(requests), 0.0, True))
+                self._finish(members, requests, ([error] * len(requests), 0.0, 0.0, True))
                 continue
             future.add_done_callback(partial(self._finish_future, members, requests))
 
@@ -239,19 +242,22 @@ class Lane:
         """Gather, step, scatter; one output dict per stream. State is written only if all else worked."""
         index = self.pool.index(slots)
         batch = {name: torch.stack([x[name] for x in inputs]) for name in inputs[0]}
-        outputs, state = self.backend.run(self.step, batch, self.pool.gather(index))
+        state = self.pool.gather(index)
+        started = time.perf_counter()
+        outputs, state = self.backend.run(self.step, batch, state)
+        self._step_seconds += time.perf_counter() - started
         outputs = self.pool.detach(outputs)
         per_stream = [{name: t[i] for name, t in outputs.items()} for i in range(len(slots))]
         self.pool.scatter(index, state)
         return per_stream
 
-    def _run_batch(self, slots: list[int], inputs: list[Tensors]) -> tuple[list, float, bool]:
+    def _run_batch(self, slots: list[int], inputs: list[Tensors]) -> tuple[list, float, float, bool]:
         """One result per stream: its outputs, or the exception its own chunk raised.
 
         If the batch fails, its members are re-run one by one right here, before any later batch, so
         the streams whose chunks are fine go on with correct state.
         """
-        start = time.perf_counter()
+        start, self._step_seconds = time.perf_counter(), 0.0
         try:
             results, failed = self._step(slots, inputs), False
         except Exception:  # noqa: BLE001 - narrowed down below
@@ -261,19 +267,20 @@ class Lane:
                     results.extend(self._step([slot], [chunk]))
                 except Exception as error:  # noqa: BLE001 - this stream's own chunk fails it
                     results.append(error)
-        return results, time.perf_counter() - start, failed
+        return results, time.perf_counter() - start, self._step_seconds, failed
 
     # back on the event loop -------------------------------------------------------------------------
     def _finish_future(self, members: list[_Member], requests: list[_Request], future: asyncio.Future) -> None:
         try:
             outcome = future.result()
         except BaseException as error:  # noqa: BLE001 - the executor itself failed (e.g. shut down)
-            outcome = [error] * len(requests), 0.0, True
+            outcome = [error] * len(requests), 0.0, 0.0, True
         self._finish(members, requests, outcome)
 
-    def _finish(self, members: list[_Member], requests: list[_Request], outcome: tuple[list, float, bool]) -> None:
+    def _finish(self, members: list[_Member], requests: list[_Request], outcome: tuple) -> None:
         self._depth.release()
-        results, seconds, failed = outcome
+        results, seconds, step_seconds, failed = outcome
+        self.stats.step_seconds += step_seconds
         self.stats.batches += 1
         self.stats.chunks += len(requests)
         self.stats.batch_sizes[len(requests)] += 1

@@ -6,7 +6,8 @@ batches (same sizes, same counts) are then run by calling the backend directly, 
     scheduler overhead = (wall time through the scheduler - time of the direct calls) / time of the direct calls.
 
 The two runs alternate ``repeats`` times; each pair gives one overhead figure and the median is reported
-(pairing cancels the slow drifts of a shared machine). Both run on the same
+(pairing cancels the slow drifts of a shared machine). The in-run overhead needs no second run: the lane's
+time over the time of its own step calls, measured inside the same run (steady on a noisy machine). Both run on the same
 thread: the event loop's (``--executor inline``, the default) or one step thread (``--executor thread``).
 """
 
@@ -98,11 +99,12 @@ def run(cfg: RuntimeBenchConfig) -> dict:
     step = backend.prepare(ReferenceStep(channels=cfg.channels, layers=cfg.layers, groups=cfg.groups))
     chunks = [torch.randn(cfg.chunk_frames, cfg.channels) for _ in range(cfg.chunks)]
     step_ms = 1000 * _direct(step, backend, Counter({cfg.max_batch: 20}), cfg, executor) / 20
-    scheduled, busy, direct, latencies, sizes = [], [], [], [], Counter()
+    scheduled, busy, in_run, direct, latencies, sizes = [], [], [], [], [], Counter()
     for _ in range(cfg.repeats):
         wall, stats = asyncio.run(_through_scheduler(cfg, step, backend, chunks, executor))
         scheduled.append(wall)
         busy.append(stats.busy_seconds)
+        in_run.append((stats.busy_seconds - stats.step_seconds) / stats.step_seconds)
         direct.append(_direct(step, backend, stats.batch_sizes, cfg, executor))
         latencies.extend(stats.latencies)
         sizes = stats.batch_sizes
@@ -119,6 +121,7 @@ def run(cfg: RuntimeBenchConfig) -> dict:
         "lane_busy_s": lane if executor is None else None,
         "scheduler_overhead": statistics.median((b - d) / d for b, d in zip(busy, direct)) if executor is None else None,
         "scheduler_overheads": [(b - d) / d for b, d in zip(busy, direct)] if executor is None else None,
+        "in_run_overhead": statistics.median(in_run) if executor is None else None,
         "end_to_end_overhead": statistics.median((s - d) / d for s, d in zip(scheduled, direct)),
         "end_to_end_overheads": [(s - d) / d for s, d in zip(scheduled, direct)],
         "end_to_end_us_per_chunk": 1e6 * statistics.median(s - d for s, d in zip(scheduled, direct)) / total_chunks,
@@ -141,13 +144,14 @@ def main(cfg: RuntimeBenchConfig, json_path: str) -> dict:
     lat = results["latency_ms"]
     print(table(
         ["step ms @B", "mean batch", "chunks/s", "p50 ms", "p95 ms", "p99 ms", "steps s", "lane s", "wall s",
-         "scheduler overhead", "end-to-end overhead", "e2e us/chunk"],
+         "scheduler overhead", "in-run", "end-to-end", "e2e us/chunk"],
         [[results["step_ms_at_max_batch"], results["mean_batch"], results["throughput_chunks_per_s"],
           lat["p50"], lat["p95"], lat["p99"], results["direct_s"], results["lane_busy_s"] or "-",
-          results["scheduled_s"], _percent(results["scheduler_overhead"]),
+          results["scheduled_s"], _percent(results["scheduler_overhead"]), _percent(results["in_run_overhead"]),
           _percent(results["end_to_end_overhead"]), results["end_to_end_us_per_chunk"]]],
     ))
-    print("scheduler overhead = (lane time - direct step time) / direct step time; end-to-end adds the "
-          "asyncio clients (one producer and one consumer task per stream) on the same event loop.")
+    print("scheduler overhead = (lane time - direct step time) / direct step time, paired runs; in-run = lane "
+          "time over its own step calls in the same run; end-to-end adds the asyncio clients (one producer and "
+          "one consumer task per stream) on the same event loop.")
     print(f"wrote {write_json(json_path, 'runtime', asdict(cfg), results)}")
     return results
