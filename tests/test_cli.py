@@ -37,14 +37,15 @@ def test_bench_runtime_prints_a_table_and_writes_json(tmp_path, capsys):
     main(["bench", "runtime", "--streams", "4", "--chunks", "5", "--chunk-frames", "8", "--channels", "32",
           "--layers", "2", "--max-batch", "4", "--repeats", "2", "--json", str(out)])
     printed = capsys.readouterr().out
-    assert "scheduler overhead" in printed and "end-to-end overhead" in printed
+    assert all(column in printed for column in ("scheduler overhead", "in-run", "end-to-end", "p99 ms"))
     data = json.loads(out.read_text())
     results = data["results"]
     assert data["benchmark"] == "runtime" and data["config"]["streams"] == 4
     assert results["batch_sizes"] and 1 <= results["mean_batch"] <= 4
     assert sum(int(k) * v for k, v in results["batch_sizes"].items()) == 4 * 5
     assert results["latency_ms"]["p50"] <= results["latency_ms"]["p99"]
-    assert results["scheduler_overhead"] is not None and len(results["end_to_end_overheads"]) == 2
+    assert results["scheduler_overhead"] is not None and results["in_run_overhead"] is not None
+    assert len(results["end_to_end_overheads"]) == 2
 
 
 def test_bench_runtime_thread_executor_via_console_script(tmp_path):
