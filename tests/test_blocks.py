@@ -355,13 +355,29 @@ def test_log_mel_without_its_cache_fails_parity():
     assert max_diff(stream_mel(cfg, audio, [800], keep_cache=False), log_mel_offline(audio[None], cfg)[0]) > 1e-2
 
 
-def test_mel_filterbank_matches_librosa_when_available():
-    librosa = pytest.importorskip("librosa", reason="librosa is not a dependency; install it to cross-check")
+# Values of librosa 0.11 ``filters.mel(..., norm="slaney")``, recorded once (librosa is no dependency):
+# (row sums of chosen filters, then (filter, peak bin, peak weight)).
+LIBROSA_MEL = {
+    (16000, 512): ([0, 10, 40, 79], [0.03117227, 0.03305284, 0.0321163, 0.03193054],
+                   [(0, 1, 0.022534560412168503), (10, 13, 0.02441513165831566),
+                    (40, 55, 0.014444176107645035), (79, 246, 0.0032521483954042196)]),
+    (22050, 1024): ([0, 40, 79], [0.04530278, 0.04654524, 0.04641479],
+                    [(0, 2, 0.022651389241218567), (40, 80, 0.014895469881594181),
+                     (79, 358, 0.003265992971137166)]),
+}
+
+
+@pytest.mark.parametrize("rate, n_fft", sorted(LIBROSA_MEL))
+def test_mel_filterbank_equals_librosa_slaney(rate, n_fft):
     from streaming.blocks.mel import mel_filterbank
 
-    cfg = LogMelConfig()
-    want = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=0, fmax=8000, norm="slaney")
-    np.testing.assert_allclose(mel_filterbank(cfg), want, atol=1e-6)
+    rows, sums, peaks = LIBROSA_MEL[(rate, n_fft)]
+    fb = mel_filterbank(LogMelConfig(sample_rate=rate, n_fft=n_fft, f_max=8000.0))
+    assert fb.shape == (80, n_fft // 2 + 1)
+    np.testing.assert_allclose(fb.sum(axis=1)[rows], sums, atol=1e-7)
+    for row, peak_bin, peak in peaks:
+        assert int(np.argmax(fb[row])) == peak_bin
+        assert abs(float(fb[row].max()) - peak) < 1e-8
 
 
 # ---- streaming resampler -------------------------------------------------------------------------------

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs the test suite and the runtime benchmark on the lent GPU machine (no internet there).
+#
+# Here, first:   bash scripts/device_tests.sh --fetch      (downloads the missing wheels into .gpu-wheels/)
+# There:         bash scripts/device_tests.sh               (run with .gpu-wheels carried; results in $OUT)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+WHEELS=.gpu-wheels
+if [ "${1:-}" = "--fetch" ]; then
+    # The GPU image has torch, numpy, pyyaml, pytest and hypothesis; these are what it lacks (Python 3.12).
+    pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+        -d "$WHEELS" soxr soundfile cffi pycparser
+    exit 0
+fi
+
+OUT=${OUT:-bench-results}
+python3 -m pip install -q --no-deps --no-index "$WHEELS"/*.whl
+nvidia-smi --query-gpu=name --format=csv,noheader
+PYTHONPATH=. python3 -m pytest -q -p no:cacheprovider tests 2>/dev/null | tail -3
+for executor in inline thread; do
+    PYTHONPATH=. python3 -m speech.cli bench runtime --device cuda --executor "$executor" \
+        --json "$OUT/runtime-cuda-$executor.json" | sed -n 1,4p
+done
