@@ -348,3 +348,21 @@ def test_one_step_module_can_serve_lanes_of_different_precision():
     full, reduced = asyncio.run(main())
     assert full.dtype == torch.float32 and reduced.dtype == torch.bfloat16
     assert next(step.parameters()).dtype == torch.float32, "the caller's module was changed"
+
+
+def test_deadline_misses_are_counted_and_budgets_set_deadlines():
+    async def main():
+        async with ChunkScheduler(TorchBackend()) as scheduler:
+            lane = scheduler.add_lane("lane", ReferenceStep(channels=CHANNELS))
+            late = scheduler.open_stream("lane")
+            past = asyncio.get_running_loop().time() - 1.0
+            await late.process({"x": torch.zeros(2, CHANNELS)}, deadline=past)
+            relaxed = scheduler.open_stream("lane", budget_ms=60_000)
+            await relaxed.process({"x": torch.zeros(2, CHANNELS)})
+            hopeless = scheduler.open_stream("lane", budget_ms=0)
+            await hopeless.process({"x": torch.zeros(2, CHANNELS)})
+            return lane.stats
+
+    stats = asyncio.run(main())
+    assert stats.deadline_misses == 2 and stats.chunks == 3
+    assert len(stats.latencies) == 3 and all(latency >= 0 for latency in stats.latencies)

@@ -98,7 +98,9 @@ class ChunkLimitedAttention(nn.Module):
         """One step: ``x [B, n*C + lookahead_frames, D]`` (the last ``lookahead_frames`` are future context).
 
         Returns the output for the first ``n*C`` frames (fewer only for a stream's last, partial chunk) and
-        the next ``k_cache``, ``v_cache``, ``cache_len``.
+        the next ``k_cache``, ``v_cache``, ``cache_len``. ``lookahead_frames`` holds for the whole batch: a
+        step function built on this block must not batch a stream's last chunk (no lookahead left) with
+        other streams' regular chunks of the same length.
         """
         cap, n_out = self.capacity, x.shape[1] - lookahead_frames
         keys = torch.cat([k_cache, self.linear_k(x)], dim=1)
