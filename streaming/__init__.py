@@ -4,7 +4,15 @@ Knows nothing of any particular model or of the network (DESIGN.md section 2).
 """
 
 from .backend import Backend, TorchBackend
-from .contract import ChunkGeometry, InvalidChunk, StateSpec, StepFunction, StepSignature, TensorSpec, validate_chunk
+from .contract import (
+    ChunkGeometry,
+    InvalidChunk,
+    StateSpec,
+    StepFunction,
+    StepSignature,
+    TensorSpec,
+    validate_chunk,
+)
 from .pool import PoolFull, SlotPool
 from .scheduler import ChunkScheduler, Lane, LaneStats, Stage, Stream, StreamClosed, StreamFailed
 

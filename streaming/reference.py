@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import CausalConv1d
-from .contract import ChunkGeometry, StepFunction, StepSignature, TensorSpec, Tensors
+from .contract import ChunkGeometry, StepFunction, StepSignature, Tensors, TensorSpec
 
 
 class ReferenceStep(StepFunction):

@@ -17,10 +17,10 @@ import itertools
 import math
 import time
 from collections import Counter, deque
-from functools import partial
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 
@@ -178,7 +178,7 @@ class Lane:
         self._wake = asyncio.Event()
         try:
             await self._loop(asyncio.get_running_loop())
-        except Exception as error:  # noqa: BLE001 - a bug here must not hang every client
+        except Exception as error:
             for member in list(self._members):
                 member.stream._fail(error)
             raise

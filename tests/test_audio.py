@@ -7,7 +7,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from speech.audio import AudioError, float32_to_pcm16, pcm16_to_float32, read_audio, resample, to_mono, write_audio
+from speech.audio import (
+    AudioError,
+    float32_to_pcm16,
+    pcm16_to_float32,
+    read_audio,
+    resample,
+    to_mono,
+    write_audio,
+)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..contract import ChunkGeometry, StateSpec, StepFunction, StepSignature, TensorSpec, Tensors
+from ..contract import ChunkGeometry, StateSpec, StepFunction, StepSignature, Tensors, TensorSpec
 
 
 @dataclass(frozen=True)
