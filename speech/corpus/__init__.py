@@ -1,0 +1,1 @@
+"""Training and evaluation corpora (issue 3): text, voices, real sets, alignments, augmentation, packing."""
