@@ -44,8 +44,8 @@ def test_every_category_appears_and_spoken_forms_are_plain_words():
         ("money", r"\$(\d+)\.50\.", r"dollars and fifty cents$"),
         ("times", r"\d+:0[1-9]", r" oh (one|two|three|four|five|six|seven|eight|nine)\b"),
         ("spelled", r"([A-Z]-)+[A-Z]\.", r"( [a-z]){2,}$"),
-        ("dates", r"\d+(st|nd|rd|th) of", r"(first|second|third|th) of (january|february|march|april|may|june|july|"
-                                          r"august|september|october|november|december)$"),
+        ("dates", r"\d+(st|nd|rd|th) of", (r"(first|second|third|th) of (january|february|march|april|may|june|"
+                                           r"july|august|september|october|november|december)$")),
     ],
 )
 def test_written_and_spoken_forms_agree(category, written, spoken):

@@ -43,49 +43,24 @@ def split_of(text: str) -> str:
     return "test" if int.from_bytes(digest[:4], "big") % TEST_SHARE == 0 else "train"
 
 
-def say_number(n: int | float) -> str:
+def say_number(n: float) -> str:
     return normalise(num2words(n))
 
 
-FIRST = """james mary robert patricia john jennifer michael linda david elizabeth william barbara richard susan
-joseph jessica thomas sarah charles karen christopher lisa daniel nancy matthew betty anthony margaret mark
-sandra donald ashley steven kimberly andrew emily paul donna joshua michelle kenneth carol kevin amanda brian
-melissa george deborah timothy stephanie ronald rebecca jason laura edward sharon jeffrey cynthia ryan kathleen
-jacob amy gary angela nicholas shirley eric anna jonathan brenda stephen pamela larry emma justin nicole scott
-helen brandon samantha benjamin katherine samuel christine gregory debra alexander rachel frank carolyn patrick
-janet raymond maria jack olivia dennis heather jerry diane tyler julie aaron joyce jose victoria adam kelly
-priya wei ahmed sofia mateo yuki olga kwame fatima lars ingrid mohammed aisha carlos lucia hiroshi mei""".split()
-LAST = """smith johnson williams brown jones garcia miller davis rodriguez martinez hernandez lopez gonzalez
-wilson anderson thomas taylor moore jackson martin lee perez thompson white harris sanchez clark ramirez lewis
-robinson walker young allen king wright scott torres nguyen hill flores green adams nelson baker hall rivera
-campbell mitchell carter roberts gomez phillips evans turner diaz parker cruz edwards collins reyes stewart
-morris morales murphy cook rogers gutierrez ortiz morgan cooper peterson bailey reed kelly howard ramos kim
-cox ward richardson watson brooks chavez wood james bennett gray mendoza ruiz hughes price alvarez castillo
-sanders patel myers long ross foster jimenez okafor nakamura kowalski schmidt novak larsen dubois rossi""".split()
-CITIES = [c.strip() for c in """london, paris, tokyo, chicago, boston, denver, seattle, atlanta, houston, dallas,
-phoenix, miami, toronto, vancouver, montreal, sydney, melbourne, dublin, edinburgh, glasgow, manchester, liverpool,
-berlin, munich, vienna, prague, madrid, barcelona, lisbon, rome, milan, naples, athens, cairo, nairobi, lagos,
-mumbai, delhi, bangalore, singapore, seoul, osaka, beijing, shanghai, bangkok, jakarta, manila, auckland, lima,
-bogota, santiago, buenos aires, mexico city, new york, los angeles, san francisco, portland, austin, nashville,
-detroit, cleveland, pittsburgh, baltimore, philadelphia, oakland, sacramento, honolulu, anchorage, reno, tucson,
-omaha, memphis, orlando, tampa, richmond, raleigh, charlotte""".split(",")]
-COUNTRIES = """france germany spain italy portugal ireland scotland wales norway sweden finland denmark poland
-greece turkey egypt kenya nigeria ghana morocco india china japan korea vietnam thailand brazil argentina chile
-peru colombia canada mexico australia iceland austria hungary romania""".split()
-STREETS = """main oak maple cedar pine elm washington lake hill park river sunset highland church spring
-mill chestnut walnut jefferson lincoln madison franklin meadow forest willow""".split()
+FIRST = ["james", "mary", "robert", "patricia", "john", "jennifer", "michael", "linda", "david", "elizabeth", "william", "barbara", "richard", "susan", "joseph", "jessica", "thomas", "sarah", "charles", "karen", "christopher", "lisa", "daniel", "nancy", "matthew", "betty", "anthony", "margaret", "mark", "sandra", "donald", "ashley", "steven", "kimberly", "andrew", "emily", "paul", "donna", "joshua", "michelle", "kenneth", "carol", "kevin", "amanda", "brian", "melissa", "george", "deborah", "timothy", "stephanie", "ronald", "rebecca", "jason", "laura", "edward", "sharon", "jeffrey", "cynthia", "ryan", "kathleen", "jacob", "amy", "gary", "angela", "nicholas", "shirley", "eric", "anna", "jonathan", "brenda", "stephen", "pamela", "larry", "emma", "justin", "nicole", "scott", "helen", "brandon", "samantha", "benjamin", "katherine", "samuel", "christine", "gregory", "debra", "alexander", "rachel", "frank", "carolyn", "patrick", "janet", "raymond", "maria", "jack", "olivia", "dennis", "heather", "jerry", "diane", "tyler", "julie", "aaron", "joyce", "jose", "victoria", "adam", "kelly", "priya", "wei", "ahmed", "sofia", "mateo", "yuki", "olga", "kwame", "fatima", "lars", "ingrid", "mohammed", "aisha", "carlos", "lucia", "hiroshi", "mei"]
+LAST = ["smith", "johnson", "williams", "brown", "jones", "garcia", "miller", "davis", "rodriguez", "martinez", "hernandez", "lopez", "gonzalez", "wilson", "anderson", "thomas", "taylor", "moore", "jackson", "martin", "lee", "perez", "thompson", "white", "harris", "sanchez", "clark", "ramirez", "lewis", "robinson", "walker", "young", "allen", "king", "wright", "scott", "torres", "nguyen", "hill", "flores", "green", "adams", "nelson", "baker", "hall", "rivera", "campbell", "mitchell", "carter", "roberts", "gomez", "phillips", "evans", "turner", "diaz", "parker", "cruz", "edwards", "collins", "reyes", "stewart", "morris", "morales", "murphy", "cook", "rogers", "gutierrez", "ortiz", "morgan", "cooper", "peterson", "bailey", "reed", "kelly", "howard", "ramos", "kim", "cox", "ward", "richardson", "watson", "brooks", "chavez", "wood", "james", "bennett", "gray", "mendoza", "ruiz", "hughes", "price", "alvarez", "castillo", "sanders", "patel", "myers", "long", "ross", "foster", "jimenez", "okafor", "nakamura", "kowalski", "schmidt", "novak", "larsen", "dubois", "rossi"]
+CITIES = [c.strip() for c in ["london", " paris", " tokyo", " chicago", " boston", " denver", " seattle", " atlanta", " houston", " dallas", "\nphoenix", " miami", " toronto", " vancouver", " montreal", " sydney", " melbourne", " dublin", " edinburgh", " glasgow", " manchester", " liverpool", "\nberlin", " munich", " vienna", " prague", " madrid", " barcelona", " lisbon", " rome", " milan", " naples", " athens", " cairo", " nairobi", " lagos", "\nmumbai", " delhi", " bangalore", " singapore", " seoul", " osaka", " beijing", " shanghai", " bangkok", " jakarta", " manila", " auckland", " lima", "\nbogota", " santiago", " buenos aires", " mexico city", " new york", " los angeles", " san francisco", " portland", " austin", " nashville", "\ndetroit", " cleveland", " pittsburgh", " baltimore", " philadelphia", " oakland", " sacramento", " honolulu", " anchorage", " reno", " tucson", "\nomaha", " memphis", " orlando", " tampa", " richmond", " raleigh", " charlotte"]]
+COUNTRIES = ["france", "germany", "spain", "italy", "portugal", "ireland", "scotland", "wales", "norway", "sweden", "finland", "denmark", "poland", "greece", "turkey", "egypt", "kenya", "nigeria", "ghana", "morocco", "india", "china", "japan", "korea", "vietnam", "thailand", "brazil", "argentina", "chile", "peru", "colombia", "canada", "mexico", "australia", "iceland", "austria", "hungary", "romania"]
+STREETS = ["main", "oak", "maple", "cedar", "pine", "elm", "washington", "lake", "hill", "park", "river", "sunset", "highland", "church", "spring", "mill", "chestnut", "walnut", "jefferson", "lincoln", "madison", "franklin", "meadow", "forest", "willow"]
 STREET_KINDS = ["street", "avenue", "road", "lane", "drive", "boulevard", "court", "place"]
 MONTHS = ["january", "february", "march", "april", "may", "june", "july", "august", "september", "october",
           "november", "december"]
 DAYS = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
-THINGS = """umbrella ticket package report laptop invoice letter key coffee sandwich bicycle camera jacket
-passport notebook receipt charger blanket guitar lamp suitcase calendar battery bottle map""".split()
+THINGS = ["umbrella", "ticket", "package", "report", "laptop", "invoice", "letter", "key", "coffee", "sandwich", "bicycle", "camera", "jacket", "passport", "notebook", "receipt", "charger", "blanket", "guitar", "lamp", "suitcase", "calendar", "battery", "bottle", "map"]
 ROOMS = ["kitchen", "bedroom", "living room", "office", "garage", "hallway", "bathroom", "basement", "garden"]
 DEVICES = ["lights", "heater", "fan", "radio", "television", "oven", "dishwasher", "alarm", "music", "air conditioning"]
-ADJECTIVES = """quiet bright cold warm early late busy empty heavy light careful quick slow strange
-familiar narrow wide gentle loud simple""".split()
-VERBS_PAST = """found missed called visited repaired painted borrowed returned ordered cancelled delivered
-forgot noticed finished started cleaned packed moved checked""".split()
+ADJECTIVES = ["quiet", "bright", "cold", "warm", "early", "late", "busy", "empty", "heavy", "light", "careful", "quick", "slow", "strange", "familiar", "narrow", "wide", "gentle", "loud", "simple"]
+VERBS_PAST = ["found", "missed", "called", "visited", "repaired", "painted", "borrowed", "returned", "ordered", "cancelled", "delivered", "forgot", "noticed", "finished", "started", "cleaned", "packed", "moved", "checked"]
 CONNECTORS = ["because", "although", "while", "but", "so", "and then", "even though", "until", "after", "before"]
 CLAUSES = [
     "the train was delayed by the storm", "{name} had already left the building",
