@@ -78,7 +78,7 @@ class TorchBackend:
         """
         tensors = [*step.parameters(), *step.buffers()]
         if all(t.device == self.device and (t.dtype == self.dtype or not t.is_floating_point()) for t in tensors):
-            return step.eval() if not step.training else copy.deepcopy(step).eval()
+            return step if not step.training else copy.deepcopy(step).eval()
         return copy.deepcopy(step).to(device=self.device, dtype=self.dtype).eval()
 
     def state_dtype(self, spec: StateSpec) -> torch.dtype:

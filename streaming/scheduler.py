@@ -58,9 +58,6 @@ class LaneStats:
     busy_seconds: float = 0.0
     latencies: deque = field(default_factory=lambda: deque(maxlen=200_000))
 
-    @property
-    def mean_batch(self) -> float:
-        return self.chunks / self.batches if self.batches else 0.0
 
 
 @dataclass(eq=False)

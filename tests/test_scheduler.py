@@ -359,10 +359,19 @@ def test_deadline_misses_are_counted_and_budgets_set_deadlines():
             await late.process({"x": torch.zeros(2, CHANNELS)}, deadline=past)
             relaxed = scheduler.open_stream("lane", budget_ms=60_000)
             await relaxed.process({"x": torch.zeros(2, CHANNELS)})
-            hopeless = scheduler.open_stream("lane", budget_ms=0)
+            hopeless = scheduler.open_stream("lane", budget_ms=0, max_pending=4)
             await hopeless.process({"x": torch.zeros(2, CHANNELS)})
+            assert scheduler.open_streams == 3 and lane.streams == 3
+            await hopeless.push({"x": torch.zeros(2, CHANNELS)})
+            assert lane.queue_depth == 1  # queued until the lane's task runs
+            await hopeless.get()
+            assert lane.queue_depth == 0
+            for stream in (late, relaxed, hopeless):
+                await stream.close()
+            assert scheduler.open_streams == 0 and lane.streams == 0
             return lane.stats
 
     stats = asyncio.run(main())
-    assert stats.deadline_misses == 2 and stats.chunks == 3
-    assert len(stats.latencies) == 3 and all(latency >= 0 for latency in stats.latencies)
+    assert stats.deadline_misses == 3 and stats.chunks == 4
+    assert len(stats.latencies) == 4 and all(latency >= 0 for latency in stats.latencies)
+    assert 0 < stats.step_seconds <= stats.run_seconds <= stats.busy_seconds
