@@ -15,7 +15,6 @@ PLANNED = {
     "convert": ("voice conversion of audio files", 9),
     "export": ("ONNX / TensorRT export of the streaming steps", 6),
     "train": ("training recipes of the shipped models", 4),
-    "corpus": ("build the training and evaluation corpora", 3),
 }
 
 
@@ -86,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_bench(subparsers)
+    from .corpus.commands import add_corpus
+
+    add_corpus(subparsers)
     for name, (summary, issue) in PLANNED.items():
         sub = subparsers.add_parser(name, help=f"{summary} (not available yet)", add_help=True)
         sub.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)

@@ -32,7 +32,7 @@ def trim_to_speech(words: list[Word], audio: np.ndarray, rate: int) -> list[Word
     loud = db > SILENCE_DB
     out = []
     for w, start, end in words:
-        a, b = int(round(start / FRAME_S)), int(round(end / FRAME_S))
+        a, b = round(start / FRAME_S), round(end / FRAME_S)
         a, b = max(0, min(a, len(loud))), max(0, min(b, len(loud)))
         idx = np.flatnonzero(loud[a:b])
         if len(idx):
@@ -71,3 +71,28 @@ def boundary_disagreement(pairs: list[tuple[list[Word], list[Word]]]) -> Disagre
     d = np.array(diffs) * 1000
     return Disagreement(len(pairs), len(d), float(np.median(d)), float(np.percentile(d, 90)),
                         float((d <= 40).mean()))
+
+
+def check_alignments(manifest: str, utterances: int = 200) -> tuple[Disagreement, dict[str, Disagreement]]:
+    """Engine word times vs the forced aligner on `utterances` engine-timed utterances, spread over voices."""
+    import soundfile as sf
+
+    from .manifest import audio_path, read_manifest
+
+    by_voice: dict[str, list] = {}
+    for utt in read_manifest(manifest):
+        if utt.words and utt.extra.get("timing") == "engine":
+            by_voice.setdefault(utt.voice, []).append(utt)
+    chosen, round_ = [], 0
+    while len(chosen) < utterances and any(round_ < len(v) for v in by_voice.values()):
+        for voice in sorted(by_voice):
+            if round_ < len(by_voice[voice]) and len(chosen) < utterances:
+                chosen.append(by_voice[voice][round_])
+        round_ += 1
+    pairs: dict[str, list] = {}
+    for utt in chosen:
+        audio, rate = sf.read(audio_path(manifest, utt), dtype="float32")
+        engine_words = [(w, s, e) for w, s, e in utt.words]
+        pairs.setdefault(utt.engine, []).append((engine_words, whisper_align(utt.text, audio, rate)))
+    overall = boundary_disagreement([p for ps in pairs.values() for p in ps])
+    return overall, {engine: boundary_disagreement(ps) for engine, ps in sorted(pairs.items())}

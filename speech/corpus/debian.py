@@ -18,7 +18,7 @@ def missing(packages: list[str]) -> list[str]:
     """Packages of `packages` that dpkg does not list as installed."""
     out = []
     for pkg in packages:
-        res = subprocess.run(["dpkg-query", "-W", "-f=${Status}", pkg], capture_output=True, text=True)
+        res = subprocess.run(["dpkg-query", "-W", "-f=${Status}", pkg], capture_output=True, text=True, check=False)
         if res.returncode != 0 or "install ok installed" not in res.stdout:
             out.append(pkg)
     return out
@@ -78,7 +78,7 @@ def ensure_packages(packages: list[str], non_free: bool = False) -> list[str]:
         enable_contrib_non_free()
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "--no-install-recommends", *todo]):
-        res = subprocess.run(_as_root(cmd), env=env, capture_output=True, text=True)
+        res = subprocess.run(_as_root(cmd), env=env, capture_output=True, text=True, check=False)
         if res.returncode != 0:
             raise DebianError(f"{' '.join(cmd)} failed ({res.returncode}): {res.stderr.strip()[-800:]}")
     still = missing(todo)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ctypes
-from functools import lru_cache
+from functools import cache, lru_cache
 
 import numpy as np
 
@@ -44,7 +44,7 @@ def _flite():
     return lib
 
 
-@lru_cache(maxsize=None)
+@cache
 def _voice(name: str):
     try:
         lib = ctypes.CDLL(f"libflite_cmu_us_{name}.so.1")

@@ -15,8 +15,8 @@ from functools import lru_cache
 import numpy as np
 
 from .base import Engine, EngineUnavailable, Rendered, Voice, word_spans, words_of
-from .phoneme_words import phoneme_word_times
 from .espeak_lib import espeak
+from .phoneme_words import phoneme_word_times
 
 SAMPLE_RATE = 24000
 FRAME = 600

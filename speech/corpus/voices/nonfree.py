@@ -1,6 +1,5 @@
 """Voices from Debian contrib/non-free (behind --non-free): MBROLA through espeak-ng, RHVoice, SVOX Pico.
 
-
 MBROLA us1/us2/us3 and RHVoice evgeniy-eng/lyubov forbid commercial use; --commercial-safe drops them.
 None of them gives usable word timing, so their words come from the forced aligner.
 """
@@ -41,7 +40,7 @@ class _CommandEngine(Engine):
         with tempfile.TemporaryDirectory(prefix=f"{self.name}-") as tmp:
             wav = str(Path(tmp) / "out.wav")
             cmd, stdin = self.command(voice, text, wav)
-            res = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=600)
+            res = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=600, check=False)
             if res.returncode != 0 or not Path(wav).exists():
                 raise RuntimeError(f"{' '.join(cmd[:3])} failed ({res.returncode}): {res.stderr.strip()[-300:]}")
             audio, rate = sf.read(wav, dtype="float32")
