@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 TORCH_PIN="torch==2.13.0+cpu"
-DEBIAN_PACKAGES=(libportaudio2 libsndfile1)
+# audio I/O, then the free voices and the Asterisk prompts of `speech corpus` (the tests render them)
+DEBIAN_PACKAGES=(libportaudio2 libsndfile1 espeak-ng festival festvox-kallpc16k festvox-kdlpc16k
+                 festvox-us-slt-hts flite asterisk-core-sounds-en asterisk-core-sounds-en-g722)
 
 log() { printf '[setup] %s\n' "$*"; }
 
@@ -60,7 +62,7 @@ install_debian_packages
 check_python
 [ -x "$VENV/bin/python" ] || { log "creating $VENV"; "$PYTHON" -m venv "$VENV"; }
 install_torch
-log "installing the project and its test tools"
-"$VENV/bin/pip" install -q -c constraints.txt -e ".[dev]"
+log "installing the project, its corpus voices and judges, and its test tools"
+"$VENV/bin/pip" install -q -c constraints.txt -e ".[dev,corpus]"
 verify_cpu_only
 log "ready: $("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)')"

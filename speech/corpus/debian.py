@@ -32,41 +32,32 @@ def _as_root(cmd: list[str]) -> list[str]:
     raise DebianError(f"installing Debian packages needs root or sudo: {' '.join(cmd)}")
 
 
-def enable_contrib_non_free() -> bool:
-    """Add contrib and non-free to the Debian sources (deb822 or one-line); True when something changed."""
+def add_components(sources: str) -> tuple[bool, str]:
+    """Sources text with contrib and non-free added to each deb822 `Components:` and one-line `deb` entry."""
     changed = False
-    deb822 = Path("/etc/apt/sources.list.d/debian.sources")
-    if deb822.exists():
-        text = deb822.read_text()
-        lines = []
-        for line in text.splitlines():
-            if line.startswith("Components:"):
-                parts = line.split()[1:]
-                for comp in _COMPONENTS:
-                    if comp not in parts:
-                        parts.append(comp)
-                        changed = True
-                line = "Components: " + " ".join(parts)
-            lines.append(line)
-        if changed:
-            subprocess.run(_as_root(["tee", str(deb822)]), input="\n".join(lines) + "\n", text=True,
-                           check=True, capture_output=True)
-        return changed
-    sources = Path("/etc/apt/sources.list")
-    if not sources.exists():
-        raise DebianError("no Debian apt sources found (/etc/apt/sources.list.d/debian.sources or /etc/apt/sources.list)")
     lines = []
-    for line in sources.read_text().splitlines():
-        if line.startswith("deb ") and " main" in line:
+    for line in sources.splitlines():
+        if line.startswith("Components:") or (line.startswith("deb ") and " main" in line):
             for comp in _COMPONENTS:
-                if f" {comp}" not in line:
+                if comp not in line.split():
                     line += f" {comp}"
                     changed = True
         lines.append(line)
-    if changed:
-        subprocess.run(_as_root(["tee", str(sources)]), input="\n".join(lines) + "\n", text=True,
-                       check=True, capture_output=True)
-    return changed
+    return changed, "\n".join(lines) + "\n"
+
+
+def enable_contrib_non_free() -> bool:
+    """Add contrib and non-free to the Debian apt sources; True when something changed."""
+    files = [f for f in (Path("/etc/apt/sources.list.d/debian.sources"), Path("/etc/apt/sources.list")) if f.exists()]
+    if not files:
+        raise DebianError("no Debian apt sources found (/etc/apt/sources.list.d/debian.sources or /etc/apt/sources.list)")
+    changed_any = False
+    for path in files:
+        changed, text = add_components(path.read_text())
+        if changed:
+            subprocess.run(_as_root(["tee", str(path)]), input=text, text=True, check=True, capture_output=True)
+            changed_any = True
+    return changed_any
 
 
 def ensure_packages(packages: list[str], non_free: bool = False) -> list[str]:
