@@ -24,7 +24,8 @@ def _build(args: argparse.Namespace) -> int:
     print(table(["voice", "split", "hours", "utts", "audio s / wall s", "gate WER", "status"], rows))
     print(f"\n{report['hours']:.2f} h from {report['voices_used']} voices "
           f"({report['distinct_speakers']} distinct speakers by the d-vector judge), test voices "
-          f"{report['test_voices']}; {report['hours'] * 3600 / report['timing']['wall_s']:.1f} audio s per wall s "
+          f"{report['test_voices']} (speaker-disjoint by the judge: {report['test_voices_speaker_disjoint']}); "
+          f"{report['hours'] * 3600 / report['timing']['wall_s']:.1f} audio s per wall s "
           f"overall ({report['timing']['wall_s'] / 60:.1f} min)")
     for engine, why in report["unavailable_engines"].items():
         print(f"unavailable: {engine}: {why}")
