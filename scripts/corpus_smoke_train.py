@@ -1,7 +1,8 @@
 """Smoke training on a packed corpus: stream the shards, log-mel on the GPU, a small CTC model, N steps.
 
 Proves the pack -> carry -> load -> train -> bring back path of the GPU workflow (README "GPU workflow");
-the real recipes (issue 4 onwards) use the same loader. Resumes from --resume, writes --out/smoke.pt.
+the real recipes (issue 4 onwards) use the same loader. Writes --out/smoke-{model,opt}.pt; --resume DIR
+continues from such a pair.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ ALPHABET = " 'abcdefghijklmnopqrstuvwxyz"  # CTC blank is index 0, so characters
 
 
 class TinyCTC(nn.Module):
-    def __init__(self, mels: int = 80, width: int = 256) -> None:
+    def __init__(self, mels: int = 80, width: int = 192) -> None:
         super().__init__()
         self.subsample = nn.Sequential(nn.Conv1d(mels, width, 5, stride=2, padding=2), nn.GELU(),
                                        nn.Conv1d(width, width, 5, stride=2, padding=2), nn.GELU())
@@ -49,16 +50,20 @@ def main() -> None:
     model = TinyCTC().to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     step = 0
-    if args.resume and Path(args.resume).exists():
-        ckpt = torch.load(args.resume, map_location=device)
+    if args.resume:  # a folder holding what a previous run wrote (carried back in)
+        ckpt = torch.load(Path(args.resume) / "smoke-model.pt", map_location=device)
         model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["opt"])
+        opt.load_state_dict(torch.load(Path(args.resume) / "smoke-opt.pt", map_location=device))
         step = ckpt["step"]
+        print(f"resumed at step {step}")
     ctc = nn.CTCLoss(zero_infinity=True)
     cfg = LogMelConfig()
-    losses, seconds, t0 = [], 0.0, time.perf_counter()
+    losses, seconds, t0, first_step = [], 0.0, time.perf_counter(), step
     epoch_loader = loader(args.pack, batch_size=args.batch, workers=4, seed=step)
+    epoch = 0
     while step < args.steps:
+        epoch_loader.dataset.set_epoch(epoch)
+        epoch += 1
         for batch in epoch_loader:
             audio = batch["audio"].to(device, non_blocking=True)
             mel = log_mel_offline(audio, cfg)  # [B, 80, T]
@@ -80,8 +85,11 @@ def main() -> None:
                 break
     wall = time.perf_counter() - t0
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step}, Path(args.out) / "smoke.pt")
-    summary = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "steps": step,
+    # two files, each under the 16 MiB a device call brings back
+    torch.save({"model": model.state_dict(), "step": step}, Path(args.out) / "smoke-model.pt")
+    torch.save(opt.state_dict(), Path(args.out) / "smoke-opt.pt")
+    summary = {"device": torch.cuda.get_device_name() if device == "cuda" else "cpu", "from_step": first_step,
+               "steps": step,
                "first_loss": losses[0], "last_loss": sum(losses[-10:]) / min(10, len(losses)),
                "audio_hours_read": seconds / 3600, "wall_s": wall, "audio_s_per_wall_s": seconds / wall}
     (Path(args.out) / "smoke.json").write_text(json.dumps(summary, indent=1))

@@ -4,7 +4,8 @@
 # Here:   .venv/bin/speech corpus pack corpora/synth/manifest.jsonl --hours 5 --out corpora/pack5h
 #         bash scripts/device_tests.sh --fetch          (soundfile + cffi wheels into .gpu-wheels/)
 # There:  run with carry [corpora/pack5h, .gpu-wheels]:  bash scripts/device_smoke_train.sh corpora/pack5h
-# Resume: carry the smoke.pt that came back (e.g. as corpora/smoke.pt) and pass it as the second argument.
+# Resume: carry the smoke-model.pt and smoke-opt.pt that came back (e.g. in corpora/ckpt/) and pass
+#         that folder as the second argument.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PACK=${1:?usage: device_smoke_train.sh PACK_DIR [RESUME_CHECKPOINT]}

@@ -37,23 +37,29 @@ def shards_of(pack_dir: str | Path) -> list[Path]:
 
 
 class PackedDataset(torch.utils.data.IterableDataset):
-    """Utterances of every shard, shuffled per epoch with `seed + epoch`; workers split the shards."""
+    """Utterances of every shard, shuffled per epoch with `seed + epoch`; loader workers take every
+    n-th utterance, so that one big shard still feeds all of them."""
 
     def __init__(self, pack_dir: str | Path, seed: int = 0, shuffle: bool = True, max_seconds: float = 30.0) -> None:
         self.shards = shards_of(pack_dir)
         self.seed, self.shuffle, self.max_seconds = seed, shuffle, max_seconds
         self.epoch = 0
 
+    def set_epoch(self, epoch: int) -> None:
+        """Call before iterating again: each epoch has its own order (workers get a copy at iter())."""
+        self.epoch = epoch
+
     def __iter__(self) -> Iterator[PackedUtterance]:
         import soundfile as sf
 
         info = torch.utils.data.get_worker_info()
-        shards = self.shards if info is None else self.shards[info.id::info.num_workers]
+        worker, workers = (0, 1) if info is None else (info.id, info.num_workers)
         rng = random.Random(self.seed + self.epoch)
-        for shard in shards:
+        for shard in self.shards:
             rows = read_index(shard)
             if self.shuffle:
                 rng.shuffle(rows)
+            rows = rows[worker::workers]
             with open(shard / "audio.bin", "rb") as f:
                 data = f.read()
             for row in rows:

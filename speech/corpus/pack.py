@@ -34,12 +34,17 @@ class PackReport:
 
 
 def encode_opus(audio: np.ndarray, rate: int) -> bytes:
-    """Ogg Opus with PyAV's libopus (libsndfile's encoder is ~5x slower); soundfile decodes it anywhere."""
+    """Ogg Opus with PyAV's libopus (libsndfile's encoder is ~5x slower), checked to decode with soundfile.
+
+    Bit-exact muxing (no random stream serial) keeps packs reproducible; 250 ms pages because libsndfile
+    refuses some short files whose audio sits in one 1 s page (ffmpeg's default).
+    """
     import av
+    import soundfile as sf
 
     pcm = np.clip(np.round(resample(audio, rate, PACK_RATE) * 32767), -32768, 32767).astype(np.int16)
     buf = io.BytesIO()
-    with av.open(buf, "w", format="ogg") as container:
+    with av.open(buf, "w", format="ogg", options={"fflags": "+bitexact", "page_duration": "250000"}) as container:
         stream = container.add_stream("libopus", rate=PACK_RATE, layout="mono")
         stream.bit_rate = OPUS_BITRATE
         stream.codec_context.options = {"compression_level": str(OPUS_COMPLEXITY), "application": "voip"}
@@ -47,7 +52,11 @@ def encode_opus(audio: np.ndarray, rate: int) -> bytes:
         frame.sample_rate = PACK_RATE
         for packet in [*stream.encode(frame), *stream.encode(None)]:
             container.mux(packet)
-    return buf.getvalue()
+    data = buf.getvalue()
+    decoded, _ = sf.read(io.BytesIO(data), dtype="int16")
+    if abs(len(decoded) - len(pcm)) > PACK_RATE // 100:
+        raise RuntimeError(f"Opus round trip changed the length: {len(pcm)} -> {len(decoded)} samples")
+    return data
 
 
 def _index_line(utt: Utterance, offset: int, size: int) -> str:
