@@ -133,3 +133,15 @@ def test_enabling_contrib_non_free_edits_deb822_sources(tmp_path):
 
 def test_words_of_strips_punctuation_only():
     assert words_of("Don't stop, Mr Smith!") == ["Don't", "stop", "Mr", "Smith"]
+
+
+def test_commercial_safe_drops_exactly_the_non_commercial_voices():
+    from speech.corpus.voices import catalogue
+
+    free = {v.name for v in catalogue()}
+    everything = {v.name for v in catalogue(non_free=True)}
+    safe = {v.name for v in catalogue(non_free=True, commercial_safe=True)}
+    assert free < safe < everything
+    assert everything - safe == {"mbrola/mb-us1", "mbrola/mb-us2", "mbrola/mb-us3", "rhvoice/evgeniy-eng",
+                                 "rhvoice/lyubov"}
+    assert all(v.licence for v in catalogue(non_free=True))
