@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Self
 
 import torch
 
@@ -533,7 +534,7 @@ class ChunkScheduler:
         self._tasks = []
         self._running = False
 
-    async def __aenter__(self) -> ChunkScheduler:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
