@@ -145,3 +145,14 @@ def test_commercial_safe_drops_exactly_the_non_commercial_voices():
     assert everything - safe == {"mbrola/mb-us1", "mbrola/mb-us2", "mbrola/mb-us3", "rhvoice/evgeniy-eng",
                                  "rhvoice/lyubov"}
     assert all(v.licence for v in catalogue(non_free=True))
+
+
+def test_corpus_commands_report_bad_input_in_one_line(tmp_path, capsys):
+    from speech.cli import main
+
+    assert main(["corpus", "pack", str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "p")]) == 2
+    assert "missing.jsonl" in capsys.readouterr().err
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("{not json\n")
+    assert main(["corpus", "check-alignments", "--manifest", str(bad)]) == 2
+    assert "bad.jsonl:1: not a corpus manifest line" in capsys.readouterr().err

@@ -4,8 +4,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from ..bench.report import table
+
+
+def _clear_errors(run):
+    """Missing or malformed inputs end in one line saying what was wrong, not a traceback."""
+
+    def wrapped(args: argparse.Namespace) -> int:
+        try:
+            return run(args)
+        except (FileNotFoundError, ValueError) as e:
+            print(f"speech corpus {args.corpus}: {e}", file=sys.stderr)
+            return 2
+
+    return wrapped
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -80,19 +94,19 @@ def add_corpus(subparsers) -> None:
     b.add_argument("--commercial-safe", action="store_true", help="leave out voices whose licence forbids commercial use")
     b.add_argument("--data", default="../shared/data", help="real speech whose transcripts join the training text")
     b.add_argument("--no-install", action="store_true", help="do not install missing Debian packages")
-    b.set_defaults(func=_build)
+    b.set_defaults(func=_clear_errors(_build))
 
     r = which.add_parser("real", help="manifests of ../shared/data and the Asterisk prompts (decoded to 16 kHz)")
     r.add_argument("--data", default="../shared/data")
     r.add_argument("--out", default="corpora/real")
     r.add_argument("--no-install", action="store_true")
-    r.set_defaults(func=_real)
+    r.set_defaults(func=_clear_errors(_real))
 
     c = which.add_parser("check-alignments", help="engine word times vs the forced aligner (median, p90)")
     c.add_argument("--manifest", default="corpora/synth/manifest.jsonl")
     c.add_argument("--utterances", type=int, default=200)
     c.add_argument("--json", help="also write the numbers here")
-    c.set_defaults(func=_check_alignments)
+    c.set_defaults(func=_clear_errors(_check_alignments))
 
     p = which.add_parser("pack", help="shards (Opus + index) that fit one device call")
     p.add_argument("manifests", nargs="+")
@@ -101,6 +115,6 @@ def add_corpus(subparsers) -> None:
     p.add_argument("--max-mib", type=float, default=60.0, help="size limit of one shard with its index")
     p.add_argument("--splits", nargs="+", default=["train"])
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_pack)
+    p.set_defaults(func=_clear_errors(_pack))
 
 
