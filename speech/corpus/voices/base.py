@@ -60,9 +60,13 @@ def words_of(text: str) -> list[str]:
     return [w for w in (t.strip(".,;:!?\"") for t in text.split()) if w]
 
 
-def pcm16(data: bytes | np.ndarray) -> np.ndarray:
-    pcm = np.frombuffer(data, np.int16) if isinstance(data, bytes) else data
-    return pcm.astype(np.float32) / 32768.0
+def require_modules(engine: str, *modules: str) -> None:
+    """EngineUnavailable unless every module is importable; cheap, so a check never loads a model."""
+    import importlib.util
+
+    absent = [m for m in modules if importlib.util.find_spec(m) is None]
+    if absent:
+        raise EngineUnavailable(f"{engine} needs the Python packages {absent} (pip install -e .[corpus])")
 
 
 def speakable(spoken: str, written: str) -> str:

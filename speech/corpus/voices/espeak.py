@@ -5,7 +5,8 @@ from __future__ import annotations
 import bisect
 import re
 
-from .base import Engine, Rendered, Voice, pcm16, word_spans
+from ...audio import pcm16_to_float32
+from .base import Engine, Rendered, Voice, word_spans
 from .espeak_lib import EVENT_END, EVENT_MSG_TERMINATED, EVENT_PHONEME, EVENT_WORD, espeak
 
 # (espeak voice+variant, words per minute): accents x variants, chosen to spread pitch and formants
@@ -32,7 +33,7 @@ class EspeakEngine(Engine):
         opts = dict(voice.options)
         lib = espeak()
         data, events = lib.synthesize(text, opts["voice"], opts["wpm"])
-        audio = pcm16(data)
+        audio = pcm16_to_float32(data)
         rate = lib.sample_rate
         offsets = [m.start() + 1 for m in re.finditer(r"\S+", text)]  # espeak positions are 1-based
         timed: dict[int, list[int]] = {}

@@ -7,7 +7,8 @@ from functools import cache, lru_cache
 
 import numpy as np
 
-from .base import Engine, EngineUnavailable, Rendered, Voice, pcm16, word_spans
+from ...audio import pcm16_to_float32
+from .base import Engine, EngineUnavailable, Rendered, Voice, word_spans
 
 VOICES = ("kal16", "awb", "rms", "slt")
 LICENCE = "BSD-style (flite and CMU ARCTIC voices)"
@@ -74,7 +75,7 @@ class FliteEngine(Engine):
         try:
             wave = _Wave.from_address(lib.utt_wave(utt))
             rate = wave.sample_rate
-            audio = pcm16(np.ctypeslib.as_array(wave.samples, (wave.num_samples,)).copy())
+            audio = pcm16_to_float32(np.ctypeslib.as_array(wave.samples, (wave.num_samples,)).copy())
             timed, k, token = {}, 0, lib.relation_head(lib.utt_relation(utt, b"Token"))
             while token:
                 if lib.ffeature_string(token, b"daughter1.name") != b"0":  # tokens of punctuation only

