@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import av
 import numpy as np
 import soxr
 
@@ -85,6 +84,8 @@ def telephone_band(audio: np.ndarray, sample_rate: int) -> np.ndarray:
 
 def codec_round_trip(audio: np.ndarray, sample_rate: int, codec: str) -> np.ndarray:
     """Encode and decode with a telephony codec (G.711 mu-law at 8 kHz, G.722 at 16 kHz) via PyAV."""
+    import av  # imported here: the GPU image has no PyAV and the other transforms do not need it
+
     if codec not in CODECS:
         raise ValueError(f"codec must be one of {sorted(CODECS)}, got {codec!r}")
     name, rate, delay = CODECS[codec]

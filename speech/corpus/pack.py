@@ -36,15 +36,16 @@ class PackReport:
 def encode_opus(audio: np.ndarray, rate: int) -> bytes:
     """Ogg Opus with PyAV's libopus (libsndfile's encoder is ~5x slower), checked to decode with soundfile.
 
-    Bit-exact muxing (no random stream serial) keeps packs reproducible; 250 ms pages because libsndfile
-    refuses some short files whose audio sits in one 1 s page (ffmpeg's default).
+    Bit-exact muxing (no random stream serial) keeps packs reproducible. libsndfile refuses files whose
+    audio sits in one page, so pages are 250 ms (ffmpeg's default is 1 s), and 100 ms under a second.
     """
     import av
     import soundfile as sf
 
     pcm = np.clip(np.round(resample(audio, rate, PACK_RATE) * 32767), -32768, 32767).astype(np.int16)
+    page_us = "100000" if len(pcm) < PACK_RATE else "250000"
     buf = io.BytesIO()
-    with av.open(buf, "w", format="ogg", options={"fflags": "+bitexact", "page_duration": "250000"}) as container:
+    with av.open(buf, "w", format="ogg", options={"fflags": "+bitexact", "page_duration": page_us}) as container:
         stream = container.add_stream("libopus", rate=PACK_RATE, layout="mono")
         stream.bit_rate = OPUS_BITRATE
         stream.codec_context.options = {"compression_level": str(OPUS_COMPLEXITY), "application": "voip"}

@@ -1,0 +1,292 @@
+"""`speech train asr-fastconformer`: the hybrid CTC/RNNT multi-lookahead recipe of the default ASR model.
+
+Reads packed Opus shards (speech.corpus.pack), augments on the fly (speed, reverb, noise, gain, telephone
+band), masks with SpecAugment, samples one attention context per batch, trains in bf16 on CUDA and fp32
+on CPU. It stops after ``minutes`` of wall time or at ``total_steps`` and leaves ``ckpt.pt`` (model,
+optimiser, step, epoch) in ``out``; run it again with the same ``out`` to resume. At the end it
+writes the fp16 model directory ``out/model`` and validation WER per lookahead.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import sys
+import time
+import zlib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+
+from asr.fastconformer.config import EncoderConfig, FastConformerConfig, HeadsConfig
+from asr.fastconformer.model import FastConformer
+from asr.fastconformer.recognizer import Recognizer
+from asr.fastconformer.training import SpecAugment, hybrid_loss
+from asr.text import normalise, wer
+from asr.tokenizer import Tokenizer
+
+from ..corpus.augment import AugmentConfig, Augmenter
+from ..corpus.loader import PackedDataset, read_index, shards_of
+
+
+@dataclass
+class TrainConfig:
+    packs: list[str]  # "DIR" or "DIR*REPEATS" (repeats oversample a pack within an epoch)
+    val_pack: str
+    out: str
+    encoder: dict = field(default_factory=dict)
+    heads: dict = field(default_factory=dict)
+    vocab_size: int = 256
+    batch_seconds: float = 400.0
+    max_batch: int = 96
+    max_seconds: float = 20.0
+    lr: float = 2e-3
+    warmup_steps: int = 400
+    total_steps: int = 6000
+    min_lr: float = 1e-5
+    weight_decay: float = 1e-3
+    ctc_weight: float = 0.3
+    grad_clip: float = 1.0
+    augment_prob: float = 0.8
+    workers: int = 8
+    minutes: float = 8.0
+    val_utterances: int = 120
+    bf16: bool = True
+    seed: int = 0
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides) -> TrainConfig:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"{path}: unknown keys {sorted(unknown)}; accepted: {sorted(cls.__dataclass_fields__)}")
+        return cls(**data)
+
+
+class _Augmented(torch.utils.data.IterableDataset):
+    """Packed utterances -> (audio, normalised text); augmentation drawn from the utterance id and epoch."""
+
+    def __init__(self, packs: list[tuple[str, int]], cfg: TrainConfig) -> None:
+        self.sets = [PackedDataset(p, seed=cfg.seed + i, max_seconds=cfg.max_seconds) for p, r in packs for i in range(r)]
+        self.augmenter = Augmenter(AugmentConfig(channels=("telephone",)))
+        self.prob, self.epoch = cfg.augment_prob, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+        for s in self.sets:
+            s.set_epoch(epoch)
+
+    def __iter__(self):
+        streams = [iter(s) for s in self.sets]
+        rng = random.Random(self.epoch)
+        while streams:
+            stream = rng.choice(streams)
+            try:
+                utt = next(stream)
+            except StopIteration:
+                streams.remove(stream)
+                continue
+            seed = zlib.crc32(f"{utt.utt_id}/{self.epoch}".encode())
+            audio = utt.audio
+            if seed % 1000 < self.prob * 1000:
+                audio = self.augmenter(audio, seed).audio
+            text = normalise(utt.text)
+            if text:
+                yield audio.astype(np.float32), text
+
+
+def _batches(dataset: _Augmented, cfg: TrainConfig, tokenizer: Tokenizer, epoch: int):
+    """Length-bucketed batches of at most ``batch_seconds`` of padded audio."""
+    dataset.set_epoch(epoch)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=cfg.workers,
+                                         persistent_workers=False, prefetch_factor=64 if cfg.workers else None)
+    rng = random.Random(cfg.seed * 1000 + epoch)
+    buffer: list = []
+
+    def flush(items):
+        items.sort(key=lambda x: len(x[0]))
+        out, current = [], []
+        for item in items:
+            longest = max(len(item[0]), *(len(x[0]) for x in current)) if current else len(item[0])
+            if current and (longest * (len(current) + 1) / 16000 > cfg.batch_seconds or len(current) >= cfg.max_batch):
+                out.append(current)
+                current = []
+            current.append(item)
+        if current:
+            out.append(current)
+        rng.shuffle(out)
+        return out
+
+    for item in loader:
+        buffer.append(item)
+        if len(buffer) >= 2048:
+            yield from (_collate(b, tokenizer) for b in flush(buffer))
+            buffer = []
+    yield from (_collate(b, tokenizer) for b in flush(buffer))
+
+
+def _collate(items, tokenizer: Tokenizer) -> dict:
+    lengths = torch.tensor([len(a) for a, _ in items])
+    audio = torch.zeros(len(items), int(lengths.max()))
+    for i, (a, _) in enumerate(items):
+        audio[i, : len(a)] = torch.as_tensor(a)
+    ids = [tokenizer.encode(t) for _, t in items]
+    target_lengths = torch.tensor([len(x) for x in ids])
+    targets = torch.zeros(len(items), max(1, int(target_lengths.max())), dtype=torch.int64)
+    for i, x in enumerate(ids):
+        targets[i, : len(x)] = torch.tensor(x, dtype=torch.int64)
+    return {"audio": audio, "lengths": lengths, "targets": targets, "target_lengths": target_lengths}
+
+
+def train_tokenizer(packs: list[str], vocab_size: int, path: Path) -> Tokenizer:
+    import sentencepiece as spm
+
+    texts = [normalise(row["text"]) for p in packs for shard in shards_of(p) for row in read_index(shard)]
+    corpus = path.with_suffix(".txt")
+    corpus.write_text("\n".join(t for t in texts if t) + "\n")
+    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(path.with_suffix("")), vocab_size=vocab_size,
+                                   model_type="unigram", character_coverage=1.0, minloglevel=2,
+                                   input_sentence_size=200000, shuffle_input_sentence=True)
+    return Tokenizer.from_file(path)
+
+
+def _lr(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.total_steps - cfg.warmup_steps))
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def validate(model: FastConformer, cfg: TrainConfig, device: torch.device) -> dict[str, dict[str, float]]:
+    """WER per lookahead and decoder on the first ``val_utterances`` of the validation pack (offline masks)."""
+    rows = PackedDataset(cfg.val_pack, shuffle=False)
+    utts = [u for _, u in zip(range(cfg.val_utterances), rows)]
+    model.eval().to(device)
+    results: dict[str, dict[str, float]] = {}
+    for context in model.cfg.encoder.att_context_size:
+        ms = model.cfg.encoder.lookahead_ms(context)
+        for decoder in model.decoders:
+            rec = Recognizer(model, ms, decoder)
+            hyps = []
+            for start in range(0, len(utts), 32):
+                hyps += [h.text for h in rec.transcribe_offline([u.audio for u in utts[start:start + 32]])]
+            results.setdefault(f"{ms:g}ms", {})[decoder] = round(100 * wer([u.text for u in utts], hyps), 2)
+    return results
+
+
+def run(cfg: TrainConfig) -> dict:
+    start_time = time.time()
+    torch.manual_seed(cfg.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    packs = [(p.split("*")[0], int(p.split("*")[1]) if "*" in p else 1) for p in cfg.packs]
+    tok_path = out / "tokenizer.model"
+    tokenizer = Tokenizer.from_file(tok_path) if tok_path.exists() else train_tokenizer([p for p, _ in packs], cfg.vocab_size, tok_path)
+    model_cfg = FastConformerConfig(EncoderConfig(**_tuples(cfg.encoder)), HeadsConfig(vocab_size=tokenizer.vocab_size, **cfg.heads))
+    model = FastConformer(model_cfg, tokenizer).to(device)
+    optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
+    step, epoch, history = 0, 0, []
+    ckpt = out / "ckpt.pt"
+    if ckpt.exists():
+        saved = torch.load(ckpt, map_location=device, weights_only=False)
+        model.load_state_dict(saved["model"])
+        optim.load_state_dict(saved["optim"])
+        step, epoch, history = saved["step"], saved["epoch"], saved["history"]
+        print(f"resumed at step {step}, epoch {epoch}", file=sys.stderr)
+    params = sum(p.numel() for p in model.parameters())
+    print(f"model {params / 1e6:.2f} M parameters, vocab {tokenizer.vocab_size}, device {device}", file=sys.stderr)
+    dataset = _Augmented(packs, cfg)
+    spec = SpecAugment()
+    audio_seconds, deadline = 0.0, start_time + 60 * cfg.minutes
+    from tqdm import tqdm
+
+    bar = tqdm(total=cfg.total_steps, initial=step, mininterval=20, file=sys.stderr, desc="train")
+    while step < cfg.total_steps and time.time() < deadline:
+        model.train()
+        epoch_done = False
+        for batch in _batches(dataset, cfg, tokenizer, epoch):
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            for group in optim.param_groups:
+                group["lr"] = _lr(step, cfg)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda"):
+                losses = hybrid_loss(model, batch["audio"], batch["lengths"], batch["targets"],
+                                     batch["target_lengths"], cfg.ctc_weight, spec)
+            optim.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optim.step()
+            step += 1
+            audio_seconds += float(batch["lengths"].sum()) / 16000
+            bar.update(1)
+            bar.set_postfix({k: f"{float(v.detach()):.3f}" for k, v in losses.items()} | {"ep": epoch})
+            if step % 50 == 0:
+                history.append({"step": step, "epoch": epoch, **{k: round(float(v), 4) for k, v in losses.items()}})
+            if step >= cfg.total_steps or time.time() > deadline:
+                break
+        else:
+            epoch_done = True
+        epoch += 1  # a stopped epoch is not resumed mid-way: the next call starts a fresh order
+        if not epoch_done:
+            break
+    bar.close()
+    train_s = time.time() - start_time
+    torch.save({"model": model.state_dict(), "optim": optim.state_dict(), "step": step, "epoch": epoch,
+                "history": history}, ckpt)
+    val = validate(model, cfg, device)
+    report = {"step": step, "epoch": epoch, "parameters": params, "audio_seconds_this_call": round(audio_seconds),
+              "seconds_this_call": round(train_s), "validation_wer": val, "history_tail": history[-5:],
+              "config": asdict(cfg)}
+    model.cpu().save(out / "model")
+    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps({k: report[k] for k in ("step", "epoch", "audio_seconds_this_call", "seconds_this_call", "validation_wer")}),
+          file=sys.stderr)
+    return report
+
+
+def _tuples(encoder: dict) -> dict:
+    encoder = dict(encoder)
+    if "att_context_size" in encoder:
+        encoder["att_context_size"] = tuple(tuple(c) for c in encoder["att_context_size"])
+    if encoder.get("att_context_probs") is not None:
+        encoder["att_context_probs"] = tuple(encoder["att_context_probs"])
+    return encoder
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="speech train asr-fastconformer", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True, help="YAML recipe, e.g. configs/asr_fastconformer.yaml")
+    parser.add_argument("--out", help="run folder (checkpoint, tokenizer, model, report); overrides the config")
+    parser.add_argument("--minutes", type=float, help="wall-time budget of this call")
+    parser.add_argument("--total-steps", type=int, dest="total_steps")
+    parser.add_argument("--workers", type=int)
+    parser.add_argument("--fp32", action="store_true", help="train in fp32 instead of bf16 autocast")
+    parser.add_argument("--lr", type=float)
+    parser.add_argument("--warmup-steps", type=int, dest="warmup_steps")
+    parser.add_argument("--batch-seconds", type=float, dest="batch_seconds")
+    parser.add_argument("--packs", nargs="+", help="training packs (DIR or DIR*REPEATS); override the config")
+    args = parser.parse_args(argv)
+    try:
+        cfg = TrainConfig.from_yaml(args.config, out=args.out, minutes=args.minutes, total_steps=args.total_steps,
+                                    workers=args.workers, packs=args.packs,
+                                    bf16=False if args.fp32 else None, lr=args.lr, warmup_steps=args.warmup_steps,
+                                    batch_seconds=args.batch_seconds)
+        for pack in [p.split("*")[0] for p in cfg.packs] + [cfg.val_pack]:
+            if not (Path(pack) / "pack.json").is_file():
+                raise FileNotFoundError(f"pack {pack} not found (make it with `speech corpus pack`)")
+    except (OSError, ValueError, TypeError) as error:
+        print(f"speech train asr-fastconformer: {error}", file=sys.stderr)
+        return 2
+    run(cfg)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
