@@ -10,11 +10,9 @@ from collections.abc import Sequence
 PLANNED = {
     "serve": ("WebSocket audio service with a browser page", 7),
     "mic": ("live captions / voice conversion / type-to-speak from the microphone", 7),
-    "transcribe": ("speech to text for audio files, through the streaming path", 4),
     "say": ("text to speech into an audio file", 8),
     "convert": ("voice conversion of audio files", 9),
     "export": ("ONNX / TensorRT export of the streaming steps", 6),
-    "train": ("training recipes of the shipped models", 4),
 }
 
 
@@ -70,6 +68,21 @@ def _add_bench(subparsers) -> None:
     rt.set_defaults(func=_bench_runtime)
 
 
+def _add_train(subparsers) -> None:
+    train = subparsers.add_parser("train", help="training recipes of the shipped models")
+    which = train.add_subparsers(dest="recipe", metavar="RECIPE", required=True)
+    fc = which.add_parser("asr-fastconformer", help="hybrid CTC/RNNT multi-lookahead FastConformer",
+                          add_help=False)
+    fc.add_argument("rest", nargs=argparse.REMAINDER)
+
+    def run(args: argparse.Namespace) -> int:
+        from .training import fastconformer
+
+        return fastconformer.main(args.rest)
+
+    fc.set_defaults(func=run)
+
+
 def _not_available(name: str, issue: int):
     def run(args: argparse.Namespace) -> int:
         print(f"speech {name}: not available yet (arrives with issue {issue})", file=sys.stderr)
@@ -88,6 +101,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .corpus.commands import add_corpus
 
     add_corpus(subparsers)
+    from .transcribe import add_transcribe
+
+    add_transcribe(subparsers)
+    _add_train(subparsers)
     for name, (summary, issue) in PLANNED.items():
         sub = subparsers.add_parser(name, help=f"{summary} (not available yet)", add_help=True)
         sub.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
@@ -96,6 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["train", "asr-fastconformer"]:  # the recipe parses its own flags (and --help)
+        from .training import fastconformer
+
+        return fastconformer.main(argv[2:])
     args = build_parser().parse_args(argv)
     return args.func(args)
 

@@ -1,0 +1,120 @@
+"""`speech transcribe`: files (or a manifest) through the streaming recogniser, as live audio would arrive.
+
+Audio is fed in 100 ms pieces to a session, which frames features, runs the encoder step per chunk and
+decodes incrementally; partial hypotheses print as they change and finals with word times when an
+endpoint (or the end of the file) closes a segment. ``--offline`` runs the full-signal forward under the
+same attention masks instead (the parity reference).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from asr.fastconformer.recognizer import EndpointConfig, Hypothesis, Recognizer
+
+from .asr_models import ModelNotFound, load_fastconformer
+from .audio import AudioError, read_audio
+
+PIECE_S = 0.1
+
+
+def parse_ms(text: str) -> float:
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s)?\s*", text)
+    if not match:
+        raise argparse.ArgumentTypeError(f"a duration like 80ms or 0.48s, got {text!r}")
+    value = float(match.group(1))
+    return value * 1000 if match.group(2) == "s" else value
+
+
+def add_transcribe(subparsers) -> None:
+    p = subparsers.add_parser("transcribe", help="speech to text for audio files, through the streaming path",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("files", nargs="*", help="audio files (any format libsndfile reads; resampled to 16 kHz)")
+    p.add_argument("--model", help="model directory, NeMo .nemo file, or 'fastconformer' (the default)")
+    p.add_argument("--lookahead", type=parse_ms, help="e.g. 80ms; one the model was trained for (default: its first)")
+    p.add_argument("--decoder", choices=["rnnt", "ctc"], help="for hybrid models (default: rnnt)")
+    p.add_argument("--offline", action="store_true", help="full-signal forward instead of streaming")
+    p.add_argument("--format", choices=["events", "text", "json"], default="events",
+                   help="events: partial and final lines with word times; text: one final line per file")
+    p.add_argument("--no-endpoint", action="store_true", help="one segment per file (no endpoint rules)")
+    p.add_argument("--manifest", help="TSV with utt_id and path columns (../shared/data format)")
+    p.add_argument("--out", help="with --manifest: write utt_id<TAB>text lines here")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        items = _inputs(args)
+        model = load_fastconformer(args.model)
+        recognizer = Recognizer(model, args.lookahead, args.decoder,
+                                EndpointConfig(enabled=not (args.no_endpoint or args.offline)))
+    except (ModelNotFound, ValueError, OSError) as error:
+        print(f"speech transcribe: {error}", file=sys.stderr)
+        return 2
+    out = open(args.out, "w", encoding="utf-8") if args.out else None
+    failures = 0
+    try:
+        for name, path in items:
+            try:
+                audio, _ = read_audio(path, sample_rate=model.cfg.features.sample_rate)
+            except AudioError as error:
+                print(f"speech transcribe: {error}", file=sys.stderr)
+                failures += 1
+                continue
+            events = _transcribe(recognizer, audio, args.offline)
+            text = " ".join(e.text for e in events if e.final and e.text)
+            if out:
+                out.write(f"{name}\t{text}\n")
+            elif args.format == "text":
+                print(text, flush=True)
+            else:
+                _print_events(name, events, args.format)
+    finally:
+        if out:
+            out.close()
+    return 1 if failures else 0
+
+
+def _inputs(args: argparse.Namespace) -> list[tuple[str, Path]]:
+    if args.manifest:
+        if args.files:
+            raise ValueError("give audio files or --manifest, not both")
+        manifest = Path(args.manifest)
+        with open(manifest, encoding="utf-8") as f:
+            rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+        if not rows or not {"utt_id", "path"} <= set(rows[0]):
+            raise ValueError(f"{manifest}: a manifest needs a header with utt_id and path columns")
+        return [(r["utt_id"], manifest.parent / r["path"]) for r in rows]
+    if args.out:
+        raise ValueError("--out goes with --manifest")
+    if not args.files:
+        raise ValueError("give one or more audio files, or --manifest M.tsv --out HYP.tsv")
+    return [(f, Path(f)) for f in args.files]
+
+
+def _transcribe(recognizer: Recognizer, audio: np.ndarray, offline: bool) -> list[Hypothesis]:
+    if offline:
+        return recognizer.transcribe_offline([audio])
+    session, piece, events = recognizer.session(), int(PIECE_S * 16000), []
+    for start in range(0, len(audio), piece):
+        events += session.accept(audio[start : start + piece])
+    return events + session.finish()
+
+
+def _print_events(name: str, events: list[Hypothesis], fmt: str) -> None:
+    for e in events:
+        if fmt == "json":
+            print(json.dumps({"file": name, "final": e.final, "segment": e.segment, "text": e.text,
+                              "words": [[w.text, round(w.start, 2), round(w.end, 2)] for w in e.words]}), flush=True)
+        elif e.final:
+            words = " ".join(f"{w.text}[{w.start:.2f}-{w.end:.2f}]" for w in e.words)
+            print(f"{name}\tfinal\t{e.text}\t{words}", flush=True)
+        else:
+            print(f"{name}\tpartial\t{e.text}", flush=True)
