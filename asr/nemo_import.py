@@ -33,7 +33,7 @@ def load_nemo(path: str | Path) -> FastConformer:
     if not path.is_file():
         raise FileNotFoundError(f"no such .nemo file: {path}")
     try:
-        archive = tarfile.open(path, "r:*")
+        archive = tarfile.open(path, "r:*")  # noqa: SIM115 - closed by the with block below
     except tarfile.TarError as error:
         raise UnsupportedCheckpoint(f"{path} is not a .nemo archive (a tar file): {error}") from None
     with archive:

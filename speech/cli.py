@@ -38,6 +38,33 @@ def _bench_runtime(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_asr_fastconformer(args: argparse.Namespace) -> int:
+    try:
+        import nemo.collections.asr  # noqa: F401
+    except ImportError:
+        print("speech bench asr-fastconformer: needs NeMo as the peer: pip install -e '.[nemo]'", file=sys.stderr)
+        return 2
+    from .bench import asr_fastconformer as bench
+
+    cfg = bench.AsrFastConformerBenchConfig(batches=tuple(args.batches), chunks=args.chunks, warmup=args.warmup,
+                                            threads=args.threads)
+    bench.main(cfg, args.json)
+    return 0
+
+
+def _bench_asr_quality(args: argparse.Namespace) -> int:
+    from .asr_models import ModelNotFound
+    from .bench import asr_quality
+
+    cfg = asr_quality.AsrQualityConfig(args.model, args.real, args.synth, args.max_utterances, args.decoder)
+    try:
+        asr_quality.main(cfg, args.json)
+    except (ModelNotFound, ValueError) as error:
+        print(f"speech bench asr-quality: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _add_bench(subparsers) -> None:
     bench = subparsers.add_parser("bench", help="latency, throughput and quality benchmarks (table + JSON)")
     which = bench.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
@@ -66,6 +93,24 @@ def _add_bench(subparsers) -> None:
     rt.add_argument("--repeats", type=int, help=f"alternating scheduled/direct runs ({d.repeats})")
     rt.add_argument("--json", default="bench-results/runtime.json", help="where to write the results")
     rt.set_defaults(func=_bench_runtime)
+
+    fc = which.add_parser("asr-fastconformer", help="our FastConformer encoder step vs NeMo's cache_aware_stream_step",
+                          description="Same random NeMo 'large' streaming model, 160 ms chunks, batch 1 and 16, on this CPU.")
+    fc.add_argument("--batches", type=int, nargs="+", default=[1, 16])
+    fc.add_argument("--chunks", type=int, default=60, help="timed chunks per batch size (60)")
+    fc.add_argument("--warmup", type=int, default=40, help="untimed chunks first; 35 fill the 70-frame cache (40)")
+    fc.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    fc.add_argument("--json", default="bench-results/asr_fastconformer.json")
+    fc.set_defaults(func=_bench_asr_fastconformer)
+
+    q = which.add_parser("asr-quality", help="WER per lookahead on the ASR evaluation sets (streaming)")
+    q.add_argument("--model", default="fastconformer", help="fastconformer (the default), a model directory or .nemo")
+    q.add_argument("--decoder", choices=["rnnt", "ctc"])
+    q.add_argument("--real", default="corpora/real", help="manifests of `speech corpus real`")
+    q.add_argument("--synth", default="corpora/synth", help="a corpus of `speech corpus build` (its test split)")
+    q.add_argument("--max-utterances", type=int, default=200)
+    q.add_argument("--json", default="bench-results/asr_quality.json")
+    q.set_defaults(func=_bench_asr_quality)
 
 
 def _add_train(subparsers) -> None:

@@ -9,6 +9,7 @@ same attention masks instead (the parity reference).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import json
 import re
@@ -58,9 +59,8 @@ def run(args: argparse.Namespace) -> int:
     except (ModelNotFound, ValueError, OSError) as error:
         print(f"speech transcribe: {error}", file=sys.stderr)
         return 2
-    out = open(args.out, "w", encoding="utf-8") if args.out else None
     failures = 0
-    try:
+    with open(args.out, "w", encoding="utf-8") if args.out else contextlib.nullcontext() as out:
         for name, path in items:
             try:
                 audio, _ = read_audio(path, sample_rate=model.cfg.features.sample_rate)
@@ -76,9 +76,6 @@ def run(args: argparse.Namespace) -> int:
                 print(text, flush=True)
             else:
                 _print_events(name, events, args.format)
-    finally:
-        if out:
-            out.close()
     return 1 if failures else 0
 
 

@@ -25,7 +25,7 @@ def tokenizer(tmp_path_factory) -> Tokenizer:
     import sentencepiece as spm
 
     d = tmp_path_factory.mktemp("tok")
-    words = "one two three four five six seven eight nine zero hello world speech stream".split()
+    words = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "zero", "hello", "world", "speech", "stream"]
     rng = np.random.default_rng(0)
     (d / "t.txt").write_text("\n".join(" ".join(rng.choice(words, 8)) for _ in range(300)))
     spm.SentencePieceTrainer.train(input=str(d / "t.txt"), model_prefix=str(d / "m"), vocab_size=32,

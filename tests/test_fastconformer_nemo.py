@@ -1,7 +1,7 @@
 """Parity with NVIDIA NeMo 3.0: our import of a `.nemo` against NeMo's own offline and streaming steps.
 
 Small randomly initialised CTC, RNNT and hybrid models are built from NeMo's streaming configs
-(tests/nemo_models.py), saved with NeMo's `save_to`, imported without NeMo, and compared on the same
+(speech/bench/nemo_reference.py), saved with NeMo's `save_to`, imported without NeMo, and compared on the same
 audio: features, encoder outputs (1e-4) and decoded tokens, offline and through
 `cache_aware_stream_step` / `conformer_stream_step`, for every lookahead of a multi-lookahead model.
 """
@@ -11,11 +11,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-nemo_models = pytest.importorskip("nemo_models")
 pytest.importorskip("nemo.collections.asr", reason="nemo_toolkit[asr] is the reference (the `nemo` extra)")
-
-from asr.fastconformer.recognizer import EndpointConfig, Recognizer  # noqa: E402
-from asr.nemo_import import UnsupportedCheckpoint, load_nemo  # noqa: E402
+from asr.fastconformer.recognizer import EndpointConfig, Recognizer
+from asr.nemo_import import UnsupportedCheckpoint, load_nemo
+from speech.bench import nemo_reference as nemo_models
 
 TOL = 1e-4
 
@@ -95,8 +94,8 @@ def _stream_encoder(model, audio, context) -> torch.Tensor:
 
 
 def test_refuses_what_it_cannot_stream(tokenizer_dir, tmp_path):
-    from omegaconf import OmegaConf
     from nemo.collections.asr.models import EncDecCTCModelBPE
+    from omegaconf import OmegaConf
 
     cfg = nemo_models.streaming_config("ctc", tokenizer_dir, [[70, 13]])
     cfg["preprocessor"]["normalize"] = "per_feature"

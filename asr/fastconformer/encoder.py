@@ -106,7 +106,7 @@ class FastConformerEncoder(nn.Module):
     # ---- streaming ------------------------------------------------------------------------------
     def initial_state(self, batch: int, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> EncoderState:
         cfg = self.cfg
-        f = dict(dtype=dtype, device=device)
+        f = {"dtype": dtype, "device": device}
         return EncoderState(
             pre_cache=torch.zeros(batch, cfg.feat_in, self.pre_encode.cache_frames, **f),
             keys=torch.zeros(batch, cfg.n_layers, cfg.cache_size, cfg.d_model, **f),

@@ -151,7 +151,7 @@ def train_tokenizer(packs: list[str], vocab_size: int, path: Path) -> Tokenizer:
     corpus.write_text("\n".join(t for t in texts if t) + "\n")
     spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(path.with_suffix("")), vocab_size=vocab_size,
                                    model_type="unigram", character_coverage=1.0, minloglevel=2,
-                                   input_sentence_size=200000, shuffle_input_sentence=True)
+                                   input_sentence_size=200000, shuffle_input_sentence=True, hard_vocab_limit=False)
     return Tokenizer.from_file(path)
 
 

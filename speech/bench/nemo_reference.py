@@ -2,7 +2,8 @@
 
 The encoder, decoder, joint, preprocessor and decoding sections follow
 ``examples/asr/conf/fastconformer/{cache_aware_streaming,hybrid_cache_aware_streaming}/*_bpe_streaming.yaml``
-with smaller sizes; everything else is NeMo's code. Only tests and the NeMo benchmark import this.
+at any size; everything else is NeMo's code. Only the parity tests and `speech bench asr-fastconformer`
+import this (it needs the `nemo` extra).
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ import torch
 KINDS = ("ctc", "rnnt", "hybrid")
 MULTI_CONTEXT = [[70, 13], [70, 6], [70, 1], [70, 0]]
 
-WORDS = ("the quick brown fox jumps over a lazy dog while seven bright stars shine above "
-         "quiet hills and rivers flow toward distant cities where people speak many languages").split()
+WORDS = ["the", "quick", "brown", "fox", "jumps", "over", "a", "lazy", "dog", "while", "seven", "bright", "stars", "shine", "above", "quiet", "hills", "and", "rivers", "flow", "toward", "distant", "cities", "where", "people", "speak", "many", "languages"]
 
 
 def train_tokenizer(directory: Path, vocab_size: int = 48) -> Path:
@@ -78,8 +78,8 @@ def streaming_config(kind: str, tokenizer_dir: Path, contexts: list, *, n_layers
 
 def build(kind: str, tokenizer_dir: Path, contexts: list, seed: int = 0, **sizes):
     """A NeMo model of ``kind`` with every parameter perturbed (no zero biases), in eval mode."""
-    from omegaconf import OmegaConf
     from nemo.collections.asr.models import EncDecCTCModelBPE, EncDecHybridRNNTCTCBPEModel, EncDecRNNTBPEModel
+    from omegaconf import OmegaConf
 
     torch.manual_seed(seed)
     cls = {"ctc": EncDecCTCModelBPE, "rnnt": EncDecRNNTBPEModel, "hybrid": EncDecHybridRNNTCTCBPEModel}[kind]

@@ -1,0 +1,142 @@
+"""`speech transcribe`, `speech bench asr-quality` and `speech train asr-fastconformer` end to end on a tiny model."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from asr.fastconformer.config import EncoderConfig, FastConformerConfig, HeadsConfig
+from asr.fastconformer.model import FastConformer
+from asr.tokenizer import Tokenizer
+from speech.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    import sentencepiece as spm
+
+    d = tmp_path_factory.mktemp("model")
+    (d / "t.txt").write_text("\n".join(["the quick brown fox jumps over the lazy dog"] * 50))
+    spm.SentencePieceTrainer.train(input=str(d / "t.txt"), model_prefix=str(d / "sp"), vocab_size=40,
+                                   model_type="unigram", minloglevel=2, hard_vocab_limit=False)
+    tok = Tokenizer.from_file(d / "sp.model")
+    torch.manual_seed(0)
+    cfg = FastConformerConfig(EncoderConfig(n_layers=1, d_model=32, n_heads=2, subsampling_conv_channels=8,
+                                            att_context_size=((70, 6), (70, 1))),
+                              HeadsConfig(vocab_size=tok.vocab_size, pred_hidden=16, joint_hidden=16))
+    model = FastConformer(cfg, tok)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    model.save(d / "fc")
+    return d / "fc"
+
+
+@pytest.fixture(scope="module")
+def wavs(tmp_path_factory) -> list[Path]:
+    d = tmp_path_factory.mktemp("wav")
+    rng = np.random.default_rng(0)
+    paths = []
+    for i, (seconds, rate) in enumerate(((1.7, 16000), (2.3, 44100))):
+        path = d / f"a{i}.wav"
+        sf.write(path, (0.2 * rng.standard_normal(int(seconds * rate))).astype(np.float32), rate)
+        paths.append(path)
+    return paths
+
+
+def test_transcribe_events_text_json_and_offline(model_dir, wavs, capsys):
+    files = [str(p) for p in wavs]
+    assert main(["transcribe", "--model", str(model_dir), "--lookahead", "80ms", *files]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    finals = [ln for ln in lines if "\tfinal\t" in ln]
+    assert {ln.split("\t")[0] for ln in finals} <= set(files) and finals
+    assert main(["transcribe", "--model", str(model_dir), "--format", "text", "--no-endpoint", *files]) == 0
+    text = capsys.readouterr().out.splitlines()
+    assert len(text) == 2
+    assert main(["transcribe", "--model", str(model_dir), "--format", "text", "--offline", "--lookahead",
+                 "0.48s", *files]) == 0
+    assert capsys.readouterr().out.splitlines() == text  # streaming == offline at 480 ms
+    assert main(["transcribe", "--model", str(model_dir), "--format", "json", files[0]]) == 0
+    for line in capsys.readouterr().out.splitlines():
+        assert {"file", "final", "segment", "text", "words"} <= set(json.loads(line))
+
+
+def test_transcribe_manifest(model_dir, wavs, tmp_path, capsys):
+    manifest = tmp_path / "m.tsv"
+    manifest.write_text("utt_id\tpath\tspeaker\tduration_s\tsample_rate\ttext\n"
+                        + "".join(f"u{i}\t{p}\ts\t1\t16000\tx\n" for i, p in enumerate(wavs)))
+    out = tmp_path / "hyp.tsv"
+    assert main(["transcribe", "--model", str(model_dir), "--manifest", str(manifest), "--out", str(out)]) == 0
+    assert [ln.split("\t")[0] for ln in out.read_text().splitlines()] == ["u0", "u1"]
+
+
+def test_transcribe_errors_are_one_clear_line(model_dir, wavs, tmp_path, capsys):
+    assert main(["transcribe", "--model", str(model_dir), "--lookahead", "90ms", str(wavs[0])]) == 2
+    assert "offers 480ms, 80ms" in capsys.readouterr().err
+    assert main(["transcribe", "--model", str(tmp_path / "nothing"), str(wavs[0])]) == 2
+    assert "not a .nemo file or a model directory" in capsys.readouterr().err
+    bad = tmp_path / "bad.wav"
+    bad.write_bytes(b"RIFF....WAVEjunk")
+    assert main(["transcribe", "--model", str(model_dir), "--format", "text", str(bad), str(wavs[0])]) == 1
+    captured = capsys.readouterr()
+    assert "cannot read audio" in captured.err and len(captured.out.splitlines()) == 1
+
+
+def test_asr_quality_bench(model_dir, tmp_path, capsys):
+    data = ROOT.parent / "shared" / "data" / "jfk"
+    if not (data / "manifest.tsv").is_file():
+        pytest.skip(f"needs ../shared/data (jfk) at {data}")
+    from speech.corpus.manifest import Utterance, write_manifest
+
+    audio = next((data / "audio").iterdir())
+    text = (data / "manifest.tsv").read_text().splitlines()[1].split("\t")[-1]
+    (tmp_path / "real").mkdir()
+    write_manifest(tmp_path / "real" / "jfk.jsonl", [Utterance(utt_id="jfk", path=str(audio), speaker="jfk", text=text,
+                                                               duration_s=11.0, sample_rate=16000, voice="jfk")])
+    out = tmp_path / "q.json"
+    assert main(["bench", "asr-quality", "--model", str(model_dir), "--real", str(tmp_path / "real"),
+                 "--synth", str(tmp_path / "none"), "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "jfk (1)" in printed and "skipped an4/test" in printed
+    results = json.loads(out.read_text())["results"]["wer"]
+    assert set(results) == {"480ms", "80ms"} and results["80ms"]["jfk"]["wer"] >= 0
+
+
+def test_train_recipe_runs_and_resumes(tmp_path):
+    """Two short CPU calls on a tiny pack: the second resumes from the first's checkpoint."""
+    from speech.corpus.pack import pack
+
+    data = ROOT.parent / "shared" / "data" / "jfk"
+    if not (data / "manifest.tsv").is_file():
+        pytest.skip(f"needs ../shared/data (jfk) at {data}")
+    from speech.corpus.manifest import Utterance, write_manifest
+
+    audio = next((data / "audio").iterdir())
+    text = (data / "manifest.tsv").read_text().splitlines()[1].split("\t")[-1]
+    utts = [Utterance(utt_id=f"jfk{i}", path=str(audio), speaker="jfk", text=text, duration_s=11.0,
+                      sample_rate=16000, voice="jfk", split="train") for i in range(3)]
+    write_manifest(tmp_path / "m.jsonl", utts)
+    pack([tmp_path / "m.jsonl"], tmp_path / "pack", hours=1, max_mib=10, splits=("train",), seed=0)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        f"packs: [{tmp_path / 'pack'}]\nval_pack: {tmp_path / 'pack'}\nout: {tmp_path / 'run'}\n"
+        "encoder: {n_layers: 1, d_model: 32, n_heads: 2, subsampling_conv_channels: 8, "
+        "att_context_size: [[70, 6], [70, 1]]}\nheads: {pred_hidden: 16, joint_hidden: 16}\n"
+        "vocab_size: 40\nbatch_seconds: 40\nworkers: 0\nval_utterances: 2\n")
+    run = [sys.executable, "-m", "speech.cli", "train", "asr-fastconformer", "--config", str(cfg)]
+    first = subprocess.run([*run, "--total-steps", "2"], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    second = subprocess.run([*run, "--total-steps", "4"], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert second.returncode == 0 and "resumed at step 2" in second.stderr, second.stderr[-2000:]
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["step"] == 4 and set(report["validation_wer"]) == {"480ms", "80ms"}
+    assert FastConformer.load(tmp_path / "run" / "model").cfg.encoder.n_layers == 1
