@@ -46,8 +46,8 @@ def _bench_asr_fastconformer(args: argparse.Namespace) -> int:
         return 2
     from .bench import asr_fastconformer as bench
 
-    cfg = bench.AsrFastConformerBenchConfig(batches=tuple(args.batches), chunks=args.chunks, warmup=args.warmup,
-                                            threads=args.threads)
+    cfg = bench.AsrFastConformerBenchConfig(batches=tuple(args.batches), dtypes=tuple(args.dtypes),
+                                            chunks=args.chunks, warmup=args.warmup, threads=args.threads)
     bench.main(cfg, args.json)
     return 0
 
@@ -97,6 +97,7 @@ def _add_bench(subparsers) -> None:
     fc = which.add_parser("asr-fastconformer", help="our FastConformer encoder step vs NeMo's cache_aware_stream_step",
                           description="Same random NeMo 'large' streaming model, 160 ms chunks, batch 1 and 16, on this CPU.")
     fc.add_argument("--batches", type=int, nargs="+", default=[1, 16])
+    fc.add_argument("--dtypes", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"])
     fc.add_argument("--chunks", type=int, default=60, help="timed chunks per batch size (60)")
     fc.add_argument("--warmup", type=int, default=40, help="untimed chunks first; 35 fill the 70-frame cache (40)")
     fc.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")

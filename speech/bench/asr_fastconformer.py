@@ -1,6 +1,7 @@
 """`speech bench asr-fastconformer`: our encoder step against NeMo's ``cache_aware_stream_step``.
 
-Both run the same randomly initialised NeMo "large" cache-aware hybrid model (17 x 512, ~114 M
+Both run the same randomly initialised NeMo "large" cache-aware hybrid model, in fp32 and in bf16 (weights
+and activations; both implementations alike) (17 x 512, ~114 M
 parameters; NeMo builds it, saves a `.nemo`, we import it), on this CPU, with 160 ms chunks (context
 [70, 1]), for B streams in lock step. Chunks alternate between the two implementations so drift on a
 shared machine hits both alike; the first ``warmup`` chunks (which also fill the caches) are not timed.
@@ -22,6 +23,7 @@ from .report import table, write_json
 @dataclass(frozen=True)
 class AsrFastConformerBenchConfig:
     batches: tuple[int, ...] = (1, 16)
+    dtypes: tuple[str, ...] = ("fp32", "bf16")
     chunks: int = 60
     warmup: int = 40
     context: tuple[int, int] = (70, 1)
@@ -29,6 +31,9 @@ class AsrFastConformerBenchConfig:
     d_model: int = 512
     n_heads: int = 8
     threads: int | None = None
+
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -58,16 +63,20 @@ def main(cfg: AsrFastConformerBenchConfig, json_path: str) -> dict:
     first_len, later_len = scfg.chunk_size[0], scfg.chunk_size[1] + scfg.pre_encode_cache_size[1]
     hop = ours.encoder.hop(tuple(cfg.context))
     rows, results = [], {"parameters": params}
-    for batch in cfg.batches:
+    for dtype_name, batch in [(d, b) for d in cfg.dtypes for b in cfg.batches]:
+        dtype = DTYPES[dtype_name]
+        enc.to(dtype)
+        ours.encoder.to(dtype)
         torch.manual_seed(batch)
-        channel, time_cache, channel_len = enc.get_initial_cache_state(batch_size=batch)
-        state = ours.encoder.initial_state(batch)
+        channel, time_cache, channel_len = (t.to(dtype) if t.is_floating_point() else t
+                                            for t in enc.get_initial_cache_state(batch_size=batch))
+        state = ours.encoder.initial_state(batch, dtype=dtype)
         times = {"nemo": [], "ours": []}
         for step in range(cfg.warmup + cfg.chunks):
             n = first_len if step == 0 else later_len
-            mel = torch.randn(batch, 80, n)
+            mel = torch.randn(batch, 80, n, dtype=dtype)
             lengths = torch.full((batch,), n, dtype=torch.int64)
-            ours_in = torch.randn(batch, 80, hop)
+            ours_in = torch.randn(batch, 80, hop, dtype=dtype)
             with torch.inference_mode():
                 t0 = time.perf_counter()
                 _, _, channel, time_cache, channel_len = enc.cache_aware_stream_step(
@@ -86,13 +95,13 @@ def main(cfg: AsrFastConformerBenchConfig, json_path: str) -> dict:
         stats = {impl: {"p50_ms": statistics.median(v), "p95_ms": _percentile(v, 0.95)} for impl, v in times.items()}
         ratio50 = stats["ours"]["p50_ms"] / stats["nemo"]["p50_ms"]
         ratio95 = stats["ours"]["p95_ms"] / stats["nemo"]["p95_ms"]
-        results[f"batch{batch}"] = {**stats, "ratio_p50": ratio50, "ratio_p95": ratio95,
+        results[f"{dtype_name}/batch{batch}"] = {**stats, "ratio_p50": ratio50, "ratio_p95": ratio95,
                                     "state_bytes_per_stream": {"nemo": nemo_bytes, "ours": ours_bytes}}
-        rows.append([batch, stats["nemo"]["p50_ms"], stats["nemo"]["p95_ms"], stats["ours"]["p50_ms"],
+        rows.append([dtype_name, batch, stats["nemo"]["p50_ms"], stats["nemo"]["p95_ms"], stats["ours"]["p50_ms"],
                      stats["ours"]["p95_ms"], ratio50, ratio95, nemo_bytes, ours_bytes])
     print(f"FastConformer large ({params / 1e6:.1f} M parameters), 160 ms chunks (context {context}), "
           f"CPU threads {torch.get_num_threads()}; per-chunk encoder step latency")
-    print(table(["batch", "NeMo p50 ms", "NeMo p95 ms", "ours p50 ms", "ours p95 ms", "ratio p50", "ratio p95",
+    print(table(["dtype", "batch", "NeMo p50 ms", "NeMo p95 ms", "ours p50 ms", "ours p95 ms", "ratio p50", "ratio p95",
                  "NeMo state B/stream", "ours state B/stream"], rows))
     path = write_json(json_path, "asr-fastconformer", {**asdict(cfg), "context": context}, results)
     print(f"wrote {path}")
