@@ -132,23 +132,48 @@ class Session:
         self.finished = False
 
     def accept(self, audio: np.ndarray | Tensor) -> list[Hypothesis]:
+        return self._run(self.chunks_for(audio))
+
+    def finish(self) -> list[Hypothesis]:
+        """Flushes the signal's last frames (NeMo counts ``N // hop`` of them) and finalises the segment."""
+        if self.finished:
+            return []
+        return self._run(self.chunks_at_end()) + self.end()
+
+    # ---- the two halves, for drivers that run the encoder step elsewhere (the chunk scheduler) ---------
+    def chunks_for(self, audio: np.ndarray | Tensor) -> list[tuple[Tensor, int]]:
+        """Takes audio; returns the encoder chunks now complete: ``(features [feat, hop], valid frames)``."""
         if self.finished:
             raise RuntimeError("this session has finished; open a new one")
         audio = torch.as_tensor(np.asarray(audio, dtype=np.float32))
         if audio.ndim != 1:
             raise ValueError(f"audio must be mono samples [n], got shape {list(audio.shape)}")
         self.samples += audio.shape[0]
-        frames = self.mel.process(audio)
-        self._add_frames(frames)
-        return self._run(final=False)
+        self._add_frames(self.mel.process(audio))
+        return self._take(final=False)
 
-    def finish(self) -> list[Hypothesis]:
-        """Flushes the signal's last frames (NeMo counts ``N // hop`` of them) and finalises the segment."""
-        if self.finished:
-            return []
+    def chunks_at_end(self) -> list[tuple[Tensor, int]]:
+        """The signal has ended: its remaining chunks (the last one padded); call :meth:`end` after them."""
         self.finished = True
         self._add_frames(self.mel.flush())
-        return self._run(final=True)
+        return self._take(final=True)
+
+    @torch.inference_mode()
+    def consume(self, encoded: Tensor, length: int) -> list[Hypothesis]:
+        """Decodes one chunk's encoder output ``[frames, d_model]``; a partial if it added tokens, a final at an endpoint."""
+        emitted, self.decoder_state = self.r.decode(encoded[None], torch.tensor([length], device=encoded.device),
+                                                    self.decoder_state)
+        for token, frame in emitted[0]:
+            self.segment.tokens.append((token, self.frames_decoded + frame))
+            self.segment.last_token_frame = self.frames_decoded + frame
+        self.frames_decoded += length
+        if self._endpoint():
+            return self._finalise()
+        return [self.r.hypothesis(self.segment.tokens, False, self.segment_index)] if emitted[0] else []
+
+    def end(self) -> list[Hypothesis]:
+        """Finalises the open segment (after the last chunk was consumed)."""
+        return self._finalise()
 
     def _add_frames(self, frames: Tensor) -> None:
         limit = self.samples // self.r.model.cfg.features.hop_length  # NeMo drops the half-padded last frame
@@ -156,29 +181,20 @@ class Session:
         self.frames_emitted += frames.shape[1]
         self.pending = torch.cat([self.pending, frames], dim=1)
 
-    @torch.inference_mode()
-    def _run(self, final: bool) -> list[Hypothesis]:
-        events: list[Hypothesis] = []
-        changed = False
+    def _take(self, final: bool) -> list[tuple[Tensor, int]]:
+        chunks = []
         while self.pending.shape[1] >= self.hop or (final and self.pending.shape[1] > 0):
             chunk, self.pending = self.pending[:, : self.hop], self.pending[:, self.hop :]
-            valid = chunk.shape[1]
-            chunk = torch.nn.functional.pad(chunk, (0, self.hop - valid))
+            chunks.append((torch.nn.functional.pad(chunk, (0, self.hop - chunk.shape[1])), chunk.shape[1]))
+        return chunks
+
+    @torch.inference_mode()
+    def _run(self, chunks: list[tuple[Tensor, int]]) -> list[Hypothesis]:
+        events: list[Hypothesis] = []
+        for features, valid in chunks:
             encoded, length, self.encoder_state = self.r.model.encoder.stream(
-                chunk[None], torch.tensor([valid]), self.encoder_state, self.r.context)
-            emitted, self.decoder_state = self.r.decode(encoded, length, self.decoder_state)
-            for token, frame in emitted[0]:
-                self.segment.tokens.append((token, self.frames_decoded + frame))
-                self.segment.last_token_frame = self.frames_decoded + frame
-                changed = True
-            self.frames_decoded += int(length[0])
-            if self._endpoint():
-                events += self._finalise()
-                changed = False
-        if final:
-            events += self._finalise()
-        elif changed:
-            events.append(self.r.hypothesis(self.segment.tokens, False, self.segment_index))
+                features[None], torch.tensor([valid]), self.encoder_state, self.r.context)
+            events += self.consume(encoded[0], int(length[0]))
         return events
 
     def _endpoint(self) -> bool:
