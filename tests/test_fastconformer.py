@@ -63,23 +63,14 @@ def _real_audio() -> np.ndarray:
 
 
 def _stream_encoder(model: FastConformer, audio: np.ndarray, context, piece: int) -> torch.Tensor:
-    """The session's framing on pieces of ``piece`` samples: streaming features, encoder step per chunk."""
+    """Features from the streaming front end fed ``piece`` samples at a time, then the encoder step per chunk."""
     from streaming.blocks import StreamingLogMel
 
-    mel_stream, frames = StreamingLogMel(model.cfg.features), []
-    for start in range(0, len(audio), piece):
-        frames.append(mel_stream.process(torch.from_numpy(audio[start : start + piece])))
-    frames.append(mel_stream.flush())
-    mel = torch.cat(frames, dim=1)[:, : len(audio) // 160]
-    mel = torch.cat([torch.zeros(mel.shape[0], model.encoder.leading_pad), mel], dim=1)[None]
-    hop, state, out = model.encoder.hop(context), model.encoder.initial_state(1), []
+    mel_stream = StreamingLogMel(model.cfg.features)
+    frames = [mel_stream.process(torch.from_numpy(audio[s : s + piece])) for s in range(0, len(audio), piece)]
+    mel = torch.cat([*frames, mel_stream.flush()], dim=1)[:, : len(audio) // 160]
     with torch.no_grad():
-        for s in range(0, mel.shape[-1], hop):
-            chunk = mel[..., s : s + hop]
-            enc, n, state = model.encoder.stream(torch.nn.functional.pad(chunk, (0, hop - chunk.shape[-1])),
-                                                 torch.tensor([chunk.shape[-1]]), state, context)
-            out.append(enc[0, : int(n)])
-    return torch.cat(out)
+        return model.encoder.stream_features(mel, context)
 
 
 @pytest.mark.parametrize("source", ["random", "real"])

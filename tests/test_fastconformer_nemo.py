@@ -79,18 +79,9 @@ def _ids(model, hypothesis) -> list[int]:
 
 
 def _stream_encoder(model, audio, context) -> torch.Tensor:
-    """Our encoder step over NeMo's features, chunk by chunk (the session's own framing)."""
     mel, frames = model.features(audio)
-    mel = torch.cat([torch.zeros(1, mel.shape[1], model.encoder.leading_pad), mel[..., : int(frames)]], dim=-1)
-    hop, state, out = model.encoder.hop(tuple(context)), model.encoder.initial_state(1), []
     with torch.no_grad():
-        for start in range(0, mel.shape[-1], hop):
-            chunk = mel[..., start : start + hop]
-            valid = chunk.shape[-1]
-            encoded, length, state = model.encoder.stream(
-                torch.nn.functional.pad(chunk, (0, hop - valid)), torch.tensor([valid]), state, tuple(context))
-            out.append(encoded[0, : int(length)])
-    return torch.cat(out)
+        return model.encoder.stream_features(mel[0, :, : int(frames)], tuple(context))
 
 
 def test_refuses_what_it_cannot_stream(tokenizer_dir, tmp_path):

@@ -148,3 +148,15 @@ class FastConformerEncoder(nn.Module):
             frames=state.frames + out_len,
         )
         return x, out_len, next_state
+
+    def stream_features(self, features: Tensor, context: Context) -> Tensor:
+        """One feature sequence ``[feat, N]`` streamed chunk by chunk as a session does; ``[T, d_model]``."""
+        hop = self.hop(context)
+        padded = torch.cat([features.new_zeros(features.shape[0], self.leading_pad), features], dim=1)
+        state, out = self.initial_state(1, features.dtype, features.device), []
+        for start in range(0, padded.shape[1], hop):
+            chunk = padded[:, start : start + hop]
+            encoded, length, state = self.stream(torch.nn.functional.pad(chunk, (0, hop - chunk.shape[1]))[None],
+                                                 torch.tensor([chunk.shape[1]]), state, context)
+            out.append(encoded[0, : int(length[0])])
+        return torch.cat(out)

@@ -6,6 +6,8 @@ Ours is the exact transducer forward algorithm vectorised over the label axis: e
 
 from __future__ import annotations
 
+import importlib
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -30,8 +32,8 @@ def rnnt_loss_reference(logits: Tensor, targets: Tensor, logit_lengths: Tensor, 
 
 
 def rnnt_loss(logits: Tensor, targets: Tensor, logit_lengths: Tensor, target_lengths: Tensor, blank: int) -> Tensor:
-    try:
-        import torchaudio.functional as taf
+    try:  # training only, on the GPU image: torchaudio does not load with this machine's CPU torch
+        taf = importlib.import_module("torchaudio.functional")
     except (ImportError, OSError):
         return rnnt_loss_reference(logits, targets, logit_lengths, target_lengths, blank)
     return taf.rnnt_loss(logits.float(), targets.int(), logit_lengths.int(), target_lengths.int(), blank=blank,
