@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import hashlib
 import random
-import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from num2words import num2words
+
+from asr.text import normalise  # the one normalisation of labels, splits and WER
 
 TEST_SHARE = 10  # one sentence in ten belongs to the test split
 HELDOUT_PATH = Path(__file__).with_name("heldout.txt")
@@ -29,13 +30,6 @@ class Sentence:
     written: str
     spoken: str
     category: str
-
-
-def normalise(text: str) -> str:
-    """Lower-case words and apostrophes, single spaces: the form labels and splits are computed on."""
-    text = text.lower().replace("-", " ")
-    text = re.sub(r"[^a-z' ]+", " ", text)
-    return " ".join(word.strip("'") for word in text.split() if word.strip("'"))
 
 
 def split_of(text: str) -> str:
