@@ -92,7 +92,8 @@ def config_from_nemo(config: dict, state: dict[str, torch.Tensor]) -> FastConfor
         raise UnsupportedCheckpoint("the checkpoint has neither an RNNT joint nor a CTC decoder")
     heads = HeadsConfig(vocab_size=vocab, ctc=True, rnnt=False)
     if has_rnnt:
-        _require(config.get("joint", {}).get("jointnet", {}), "activation", lambda v: v == "relu", "relu")
+        _require(config.get("joint", {}).get("jointnet", {}), "activation", lambda v: v == "relu", "relu",
+                 section_name="joint.jointnet")
         lstm = state["decoder.prediction.dec_rnn.lstm.weight_hh_l0"]
         layers = sum(1 for k in state if re.fullmatch(r"decoder\.prediction\.dec_rnn\.lstm\.weight_hh_l\d+", k))
         heads = HeadsConfig(vocab_size=vocab, ctc=ctc_weight is not None, rnnt=True, pred_hidden=lstm.shape[1],
@@ -159,10 +160,11 @@ def _check_filterbank(state: dict[str, torch.Tensor], features: LogMelConfig) ->
             raise UnsupportedCheckpoint("the checkpoint's mel filterbank differs from librosa's Slaney filters")
 
 
-def _require(section: dict, key: str, ok: Any, accepted: str) -> None:
+def _require(section: dict, key: str, ok: Any, accepted: str, *, section_name: str = "encoder") -> None:
     if key not in section or not ok(section[key]):
         raise UnsupportedCheckpoint(
-            f"encoder.{key} is {section.get(key)!r}; this runtime streams cache-aware FastConformers ({key}: {accepted})"
+            f"{section_name}.{key} is {section.get(key)!r}; this runtime streams cache-aware FastConformers "
+            f"({key}: {accepted})"
         )
 
 

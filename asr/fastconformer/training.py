@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from .config import Context
 from .losses import ctc_loss, rnnt_loss
 from .model import FastConformer
 
@@ -38,13 +40,14 @@ class SpecAugment:
 
 
 def hybrid_loss(model: FastConformer, audio: Tensor, lengths: Tensor, targets: Tensor, target_lengths: Tensor,
-                ctc_weight: float, spec_augment: SpecAugment | None = None) -> dict[str, Tensor]:
-    """Mean per-utterance losses (``loss``, ``rnnt``, ``ctc``) with one context sampled for the batch."""
+                ctc_weight: float, spec_augment: SpecAugment | None = None, context: Context | None = None,
+                transducer_loss: Callable[..., Tensor] = rnnt_loss) -> dict[str, Tensor]:
+    """Mean per-utterance losses (``loss``, ``rnnt``, ``ctc``); one context for the batch (sampled when None)."""
     with torch.autocast(audio.device.type, enabled=False):
         mel, frames = model.features(audio.float(), lengths)
     if spec_augment is not None:
         mel = spec_augment(mel, frames)
-    encoded, enc_lengths = model.encoder(mel, frames)
+    encoded, enc_lengths = model.encoder(mel, frames, context)
     encoded = encoded[:, : int(enc_lengths.max())]  # the transducer loss wants the longest length as T
     blank = model.cfg.heads.blank
     out: dict[str, Tensor] = {}
@@ -54,7 +57,7 @@ def hybrid_loss(model: FastConformer, audio: Tensor, lengths: Tensor, targets: T
     if model.transducer is not None:
         predicted = model.transducer.predict(targets)
         logits = model.transducer.joint_all(encoded, predicted)
-        out["rnnt"] = (rnnt_loss(logits, targets, enc_lengths, target_lengths, blank)
+        out["rnnt"] = (transducer_loss(logits, targets, enc_lengths, target_lengths, blank)
                        / target_lengths.clamp(min=1)).mean()
     if "ctc" in out and "rnnt" in out:
         out["loss"] = (1 - ctc_weight) * out["rnnt"] + ctc_weight * out["ctc"]
