@@ -38,10 +38,11 @@ def model(tokenizer) -> FastConformer:
     torch.manual_seed(0)
     cfg = FastConformerConfig(
         EncoderConfig(n_layers=2, d_model=64, n_heads=4, subsampling_conv_channels=32, att_context_size=CONTEXTS,
-                      dropout=0.0, dropout_att=0.0, dropout_pre_encoder=0.0),
+                      dropout=0.0, dropout_att=0.0, dropout_pre_encoder=0.0, global_cmvn=True),
         HeadsConfig(vocab_size=tokenizer.vocab_size, pred_hidden=48, joint_hidden=48, dropout=0.0),
     )
     m = FastConformer(cfg, tokenizer)
+    m.encoder.set_feature_statistics(torch.randn(80) * 0.5, torch.rand(80) * 0.5 + 0.75)  # streams must normalise too
     with torch.no_grad():  # random weights that make decoders emit: no all-blank outputs
         for p in m.parameters():
             p.add_(torch.randn_like(p) * 0.1)

@@ -31,6 +31,9 @@ class EncoderConfig:
     dropout: float = 0.1
     dropout_pre_encoder: float = 0.1
     dropout_att: float = 0.1
+    # Not NeMo's: a fixed per-bin (mean, std) normalisation of the log-mel (buffers set from training data).
+    # Pointwise, so it streams; NeMo's cache-aware models use none and train far slower from scratch.
+    global_cmvn: bool = False
 
     def __post_init__(self) -> None:
         factor = self.subsampling_factor

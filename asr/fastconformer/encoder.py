@@ -28,7 +28,7 @@ from .subsampling import CausalSubsampling
 class EncoderState:
     """Per-stream streaming state; batch axis 0 everywhere."""
 
-    pre_cache: Tensor  # [B, feat, cache_frames] last feature frames of the previous chunk
+    pre_cache: Tensor  # [B, feat, cache_frames] last (normalised) feature frames of the previous chunk
     keys: Tensor  # [B, n_layers, cache_size, d_model] projected keys of the left context
     values: Tensor  # [B, n_layers, cache_size, d_model]
     cache_len: Tensor  # [B] int64, filled positions of keys/values (from the right)
@@ -52,6 +52,20 @@ class FastConformerEncoder(nn.Module):
         distances = torch.arange(self.max_past, -self.max_future - 1, -1)
         self.register_buffer("sinusoids", relative_sinusoids(distances, cfg.d_model), persistent=False)
         self.xscale = math.sqrt(cfg.d_model) if cfg.xscaling else 1.0
+        if cfg.global_cmvn:
+            self.register_buffer("cmvn_mean", torch.zeros(cfg.feat_in))
+            self.register_buffer("cmvn_std", torch.ones(cfg.feat_in))
+
+    def normalise(self, features: Tensor) -> Tensor:
+        """``[B, feat, N]`` log-mel -> the encoder's input (global CMVN when the config has it)."""
+        if not self.cfg.global_cmvn:
+            return features
+        return (features - self.cmvn_mean[:, None]) / self.cmvn_std[:, None]
+
+    def set_feature_statistics(self, mean: Tensor, std: Tensor) -> None:
+        """Per-bin log-mel mean and standard deviation of the training data, for global CMVN."""
+        self.cmvn_mean.copy_(mean)
+        self.cmvn_std.copy_(std.clamp(min=1e-3))
 
     # ---- geometry -------------------------------------------------------------------------------
     @property
@@ -95,7 +109,7 @@ class FastConformerEncoder(nn.Module):
     def forward(self, features: Tensor, lengths: Tensor, context: Context | None = None) -> tuple[Tensor, Tensor]:
         """``features [B, feat, N]`` -> ``[B, T, d_model]`` and lengths; context None: the default (or sampled in training)."""
         context = self.choose_context(context)
-        x, lengths = self.pre_encode(features, torch.zeros_like(lengths), lengths)
+        x, lengths = self.pre_encode(self.normalise(features), torch.zeros_like(lengths), lengths)
         x = self.pre_dropout(x * self.xscale)
         valid = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]
         masks = self._masks(context, x.shape[1], 0, valid, valid)
@@ -122,7 +136,7 @@ class FastConformerEncoder(nn.Module):
         Returns ``[B, right + 1, d_model]``, the number of real output frames per stream, and the next state.
         """
         cache_frames, drop = self.pre_encode.cache_frames, self.pre_encode.dropped_frames
-        window = torch.cat([state.pre_cache, features], dim=-1)
+        window = torch.cat([state.pre_cache, self.normalise(features)], dim=-1)
         first = state.frames == 0
         start = torch.where(first, cache_frames + self.leading_pad, 0)
         x, end = self.pre_encode(window, start, cache_frames + valid)

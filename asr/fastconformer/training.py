@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -39,12 +38,11 @@ class SpecAugment:
         return mel * keep
 
 
-def hybrid_loss(model: FastConformer, audio: Tensor, lengths: Tensor, targets: Tensor, target_lengths: Tensor,
-                ctc_weight: float, spec_augment: SpecAugment | None = None, context: Context | None = None,
-                transducer_loss: Callable[..., Tensor] = rnnt_loss) -> dict[str, Tensor]:
-    """Mean per-utterance losses (``loss``, ``rnnt``, ``ctc``); one context for the batch (sampled when None)."""
-    with torch.autocast(audio.device.type, enabled=False):
-        mel, frames = model.features(audio.float(), lengths)
+def hybrid_loss(model: FastConformer, mel: Tensor, frames: Tensor, targets: Tensor, target_lengths: Tensor,
+                ctc_weight: float, spec_augment: SpecAugment | None = None, context: Context | None = None) -> dict[str, Tensor]:
+    """Mean per-utterance losses (``loss``, ``rnnt``, ``ctc``) of log-mel ``[B, feat, N]`` with ``frames``
+    valid; one attention context for the batch (sampled when None)."""
+    mel = mel.float()
     if spec_augment is not None:
         mel = spec_augment(mel, frames)
     encoded, enc_lengths = model.encoder(mel, frames, context)
@@ -57,7 +55,7 @@ def hybrid_loss(model: FastConformer, audio: Tensor, lengths: Tensor, targets: T
     if model.transducer is not None:
         predicted = model.transducer.predict(targets)
         logits = model.transducer.joint_all(encoded, predicted)
-        out["rnnt"] = (transducer_loss(logits, targets, enc_lengths, target_lengths, blank)
+        out["rnnt"] = (rnnt_loss(logits, targets, enc_lengths, target_lengths, blank)
                        / target_lengths.clamp(min=1)).mean()
     if "ctc" in out and "rnnt" in out:
         out["loss"] = (1 - ctc_weight) * out["rnnt"] + ctc_weight * out["ctc"]

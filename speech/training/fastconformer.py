@@ -1,10 +1,12 @@
 """`speech train asr-fastconformer`: the hybrid CTC/RNNT multi-lookahead recipe of the default ASR model.
 
-Reads packed Opus shards (speech.corpus.pack), augments on the fly (speed, reverb, noise, gain, telephone
-band), masks with SpecAugment, samples one attention context per batch, trains in bf16 on CUDA and fp32
-on CPU. It stops after ``minutes`` of wall time or at ``total_steps`` and leaves ``ckpt.pt`` (model,
-optimiser, step, epoch) in ``out``; run it again with the same ``out`` to resume. At the end it
-writes the fp16 model directory ``out/model`` and validation WER per lookahead.
+Reads packed Opus shards (speech.corpus.pack) once per call into a feature bank on the training device
+(a clean and augmented copies of every utterance: speed, reverb, noise, gain, telephone band), normalises
+the log-mel with global CMVN statistics of the training data, masks with SpecAugment, samples one
+attention context per batch, trains in bf16 on CUDA and fp32 on CPU. It stops after ``minutes`` of wall
+time or at ``total_steps`` and leaves ``ckpt.pt`` (model, optimiser, step, epoch) in ``out``; run it
+again with the same ``out`` to resume. At the end it writes the fp16 model directory ``out/model`` and
+validation WER per lookahead.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ class TrainConfig:
     val_pack: str
     out: str
     encoder: dict = field(default_factory=dict)
+    init_from: str | None = None  # a model directory to fine-tune: its architecture, tokenizer and weights win
     heads: dict = field(default_factory=dict)
     vocab_size: int = 256
     batch_seconds: float = 400.0
@@ -52,6 +55,8 @@ class TrainConfig:
     ctc_weight: float = 0.3
     grad_clip: float = 1.0
     augment_prob: float = 0.8
+    bank_copies: int = 3  # versions of each utterance in the feature bank: one clean, the rest augmented
+    spec_augment: bool = True
     workers: int = 8
     minutes: float = 8.0
     val_utterances: int = 120
@@ -59,9 +64,20 @@ class TrainConfig:
     seed: int = 0
 
     @classmethod
-    def from_yaml(cls, path: str | Path, **overrides) -> TrainConfig:
+    def from_yaml(cls, path: str | Path, settings: list[str] = (), **overrides) -> TrainConfig:
+        """The recipe in ``path``, then ``overrides`` (None: keep), then ``KEY=VALUE`` settings (dotted keys
+        reach into ``encoder``/``heads``)."""
         data = yaml.safe_load(Path(path).read_text()) or {}
         data.update({k: v for k, v in overrides.items() if v is not None})
+        for setting in settings:
+            key, sep, value = setting.partition("=")
+            if not sep:
+                raise ValueError(f"--set {setting!r}: expected KEY=VALUE, e.g. encoder.xscaling=true")
+            *parents, leaf = key.split(".")
+            target = data
+            for parent in parents:
+                target = target.setdefault(parent, {})
+            target[leaf] = yaml.safe_load(value)
         unknown = set(data) - set(cls.__dataclass_fields__)
         if unknown:
             raise ValueError(f"{path}: unknown keys {sorted(unknown)}; accepted: {sorted(cls.__dataclass_fields__)}")
@@ -100,47 +116,79 @@ class _Augmented(torch.utils.data.IterableDataset):
                 yield audio.astype(np.float32), text
 
 
-def _batches(dataset: _Augmented, cfg: TrainConfig, tokenizer: Tokenizer, epoch: int):
-    """Length-bucketed batches of at most ``batch_seconds`` of padded audio."""
-    dataset.set_epoch(epoch)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=cfg.workers,
-                                         persistent_workers=False, prefetch_factor=64 if cfg.workers else None)
-    rng = random.Random(cfg.seed * 1000 + epoch)
-    buffer: list = []
+class FeatureBank:
+    """Every training utterance as fp16 log-mel on the training device, plus its token ids.
 
-    def flush(items):
-        items.sort(key=lambda x: len(x[0]))
-        out, current = [], []
-        for item in items:
-            longest = max(len(item[0]), *(len(x[0]) for x in current)) if current else len(item[0])
-            if current and (longest * (len(current) + 1) / 16000 > cfg.batch_seconds or len(current) >= cfg.max_batch):
-                out.append(current)
+    Decoding Opus and augmenting on the CPU cannot keep a GPU busy (it capped earlier runs at ~7 steps/s),
+    so the packs are read once per call into ``copies`` versions of each utterance: copy 0 clean, the
+    others augmented (``augment_prob``) with their own seeds. Training then only indexes device memory;
+    SpecAugment stays per batch. 6 h x 3 copies is about 1 GB of fp16.
+    """
+
+    def __init__(self, mels: list[torch.Tensor], targets: list[list[int]], frame_rate: float, clean: int) -> None:
+        self.mels, self.targets, self.frame_rate, self.clean = mels, targets, frame_rate, clean
+
+    @classmethod
+    def build(cls, packs: list[tuple[str, int]], cfg: TrainConfig, tokenizer: Tokenizer, model: FastConformer,
+              device: torch.device) -> FeatureBank:
+        dataset, mels, targets, clean = _Augmented(packs, cfg), [], [], 0
+        for copy in range(cfg.bank_copies):
+            dataset.prob = 0.0 if copy == 0 else cfg.augment_prob
+            dataset.set_epoch(copy)
+            loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=cfg.workers,
+                                                 prefetch_factor=64 if cfg.workers else None)
+            with torch.no_grad():
+                for audio, text in loader:
+                    ids = tokenizer.encode(text)
+                    mel, frames = model.features(torch.as_tensor(audio)[None].to(device))
+                    mels.append(mel[0, :, : int(frames[0])].half())
+                    targets.append(ids)
+            clean = clean or len(mels)
+        features = model.cfg.features
+        return cls(mels, targets, features.sample_rate / features.hop_length, clean)
+
+    def statistics(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-bin log-mel mean and std of the clean copy (global CMVN)."""
+        total = squares = 0.0
+        for mel in self.mels[: self.clean]:
+            mel = mel.double()
+            total, squares = total + mel.sum(dim=1), squares + (mel * mel).sum(dim=1)
+        count = sum(m.shape[1] for m in self.mels[: self.clean])
+        mean = total / count
+        return mean.float(), (squares / count - mean * mean).clamp(min=0).sqrt().float()
+
+    @property
+    def seconds(self) -> float:
+        return sum(m.shape[1] for m in self.mels) / self.frame_rate
+
+    def batches(self, cfg: TrainConfig, epoch: int):
+        """Length-bucketed batches of at most ``batch_seconds`` padded, in a per-epoch random order."""
+        rng = random.Random(cfg.seed * 1000 + epoch)
+        order = sorted(range(len(self.mels)), key=lambda i: (self.mels[i].shape[1], rng.random()))
+        groups, current = [], []
+        for i in order:  # ascending lengths: the newest item is the longest of its group
+            if current and (self.mels[i].shape[1] * (len(current) + 1) > cfg.batch_seconds * self.frame_rate
+                            or len(current) >= cfg.max_batch):
+                groups.append(current)
                 current = []
-            current.append(item)
-        if current:
-            out.append(current)
-        rng.shuffle(out)
-        return out
+            current.append(i)
+        groups.append(current)
+        rng.shuffle(groups)
+        for group in groups:
+            yield self._collate(group)
 
-    for item in loader:
-        buffer.append(item)
-        if len(buffer) >= 2048:
-            yield from (_collate(b, tokenizer) for b in flush(buffer))
-            buffer = []
-    yield from (_collate(b, tokenizer) for b in flush(buffer))
-
-
-def _collate(items, tokenizer: Tokenizer) -> dict:
-    lengths = torch.tensor([len(a) for a, _ in items])
-    audio = torch.zeros(len(items), int(lengths.max()))
-    for i, (a, _) in enumerate(items):
-        audio[i, : len(a)] = torch.as_tensor(a)
-    ids = [tokenizer.encode(t) for _, t in items]
-    target_lengths = torch.tensor([len(x) for x in ids])
-    targets = torch.zeros(len(items), max(1, int(target_lengths.max())), dtype=torch.int64)
-    for i, x in enumerate(ids):
-        targets[i, : len(x)] = torch.tensor(x, dtype=torch.int64)
-    return {"audio": audio, "lengths": lengths, "targets": targets, "target_lengths": target_lengths}
+    def _collate(self, group: list[int]) -> dict:
+        frames = torch.tensor([self.mels[i].shape[1] for i in group])
+        first = self.mels[group[0]]
+        mel = first.new_zeros(len(group), first.shape[0], int(frames.max()))
+        for row, i in enumerate(group):
+            mel[row, :, : self.mels[i].shape[1]] = self.mels[i]
+        target_lengths = torch.tensor([len(self.targets[i]) for i in group])
+        targets = torch.zeros(len(group), max(1, int(target_lengths.max())), dtype=torch.int64)
+        for row, i in enumerate(group):
+            targets[row, : len(self.targets[i])] = torch.tensor(self.targets[i], dtype=torch.int64)
+        return {"mel": mel, "frames": frames.to(mel.device), "targets": targets.to(mel.device),
+                "target_lengths": target_lengths.to(mel.device), "seconds": float(frames.sum()) / self.frame_rate}
 
 
 def train_tokenizer(packs: list[str], vocab_size: int, path: Path) -> Tokenizer:
@@ -187,9 +235,14 @@ def run(cfg: TrainConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     packs = [(p.split("*")[0], int(p.split("*")[1]) if "*" in p else 1) for p in cfg.packs]
     tok_path = out / "tokenizer.model"
-    tokenizer = Tokenizer.from_file(tok_path) if tok_path.exists() else train_tokenizer([p for p, _ in packs], cfg.vocab_size, tok_path)
-    model_cfg = FastConformerConfig(EncoderConfig(**_tuples(cfg.encoder)), HeadsConfig(vocab_size=tokenizer.vocab_size, **cfg.heads))
-    model = FastConformer(model_cfg, tokenizer).to(device)
+    if cfg.init_from:
+        model = FastConformer.load(cfg.init_from).train()
+        tokenizer, model_cfg = model.tokenizer, model.cfg
+    else:
+        tokenizer = Tokenizer.from_file(tok_path) if tok_path.exists() else train_tokenizer([p for p, _ in packs], cfg.vocab_size, tok_path)
+        model_cfg = FastConformerConfig(EncoderConfig(**_tuples(cfg.encoder)), HeadsConfig(vocab_size=tokenizer.vocab_size, **cfg.heads))
+        model = FastConformer(model_cfg, tokenizer)
+    model = model.to(device)
     optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
     step, epoch, history = 0, 0, []
     ckpt = out / "ckpt.pt"
@@ -201,46 +254,46 @@ def run(cfg: TrainConfig) -> dict:
         print(f"resumed at step {step}, epoch {epoch}", file=sys.stderr)
     params = sum(p.numel() for p in model.parameters())
     print(f"model {params / 1e6:.2f} M parameters, vocab {tokenizer.vocab_size}, device {device}", file=sys.stderr)
-    dataset = _Augmented(packs, cfg)
-    spec = SpecAugment()
+    bank_start = time.time()
+    bank = FeatureBank.build(packs, cfg, tokenizer, model, device)
+    print(f"feature bank: {len(bank.mels)} utterances, {bank.seconds / 3600:.2f} h in {time.time() - bank_start:.0f} s",
+          file=sys.stderr)
+    if model_cfg.encoder.global_cmvn and step == 0 and not cfg.init_from:  # else the checkpoint's or model's
+        model.encoder.set_feature_statistics(*bank.statistics())
+    spec = SpecAugment() if cfg.spec_augment else None
     audio_seconds, deadline = 0.0, start_time + 60 * cfg.minutes
     from tqdm import tqdm
 
     bar = tqdm(total=cfg.total_steps, initial=step, mininterval=20, file=sys.stderr, desc="train")
     while step < cfg.total_steps and time.time() < deadline:
         model.train()
-        epoch_done = False
-        for batch in _batches(dataset, cfg, tokenizer, epoch):
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+        for batch in bank.batches(cfg, epoch):
             for group in optim.param_groups:
                 group["lr"] = _lr(step, cfg)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda"):
-                losses = hybrid_loss(model, batch["audio"], batch["lengths"], batch["targets"],
+                losses = hybrid_loss(model, batch["mel"], batch["frames"], batch["targets"],
                                      batch["target_lengths"], cfg.ctc_weight, spec)
             optim.zero_grad(set_to_none=True)
             losses["loss"].backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optim.step()
             step += 1
-            audio_seconds += float(batch["lengths"].sum()) / 16000
+            audio_seconds += batch["seconds"]
             bar.update(1)
-            bar.set_postfix({k: f"{float(v.detach()):.3f}" for k, v in losses.items()} | {"ep": epoch})
             if step % 50 == 0:
-                history.append({"step": step, "epoch": epoch, **{k: round(float(v), 4) for k, v in losses.items()}})
+                values = {k: round(float(v.detach()), 4) for k, v in losses.items()}
+                bar.set_postfix(values | {"ep": epoch})
+                history.append({"step": step, "epoch": epoch, **values})
             if step >= cfg.total_steps or time.time() > deadline:
                 break
-        else:
-            epoch_done = True
         epoch += 1  # a stopped epoch is not resumed mid-way: the next call starts a fresh order
-        if not epoch_done:
-            break
     bar.close()
     train_s = time.time() - start_time
     torch.save({"model": model.state_dict(), "optim": optim.state_dict(), "step": step, "epoch": epoch,
                 "history": history}, ckpt)
     val = validate(model, cfg, device)
     report = {"step": step, "epoch": epoch, "parameters": params, "audio_seconds_this_call": round(audio_seconds),
-              "seconds_this_call": round(train_s), "validation_wer": val, "history_tail": history[-5:],
+              "seconds_this_call": round(train_s), "validation_wer": val, "history": history,
               "config": asdict(cfg)}
     model.cpu().save(out / "model")
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
@@ -272,12 +325,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup-steps", type=int, dest="warmup_steps")
     parser.add_argument("--batch-seconds", type=float, dest="batch_seconds")
     parser.add_argument("--packs", nargs="+", help="training packs (DIR or DIR*REPEATS); override the config")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="any other recipe key, value in YAML (e.g. spec_augment=false encoder.xscaling=true)")
     args = parser.parse_args(argv)
     try:
         cfg = TrainConfig.from_yaml(args.config, out=args.out, minutes=args.minutes, total_steps=args.total_steps,
                                     workers=args.workers, packs=args.packs,
                                     bf16=False if args.fp32 else None, lr=args.lr, warmup_steps=args.warmup_steps,
-                                    batch_seconds=args.batch_seconds)
+                                    batch_seconds=args.batch_seconds, settings=args.set)
         for pack in [p.split("*")[0] for p in cfg.packs] + [cfg.val_pack]:
             if not (Path(pack) / "pack.json").is_file():
                 raise FileNotFoundError(f"pack {pack} not found (make it with `speech corpus pack`)")
