@@ -18,8 +18,9 @@ def load_fastconformer(spec: str | None) -> FastConformer:
     if spec in (None, "fastconformer"):
         if not (DEFAULT_FASTCONFORMER / "model.safetensors").is_file():
             raise ModelNotFound(
-                "no default FastConformer is installed yet (issue 4 ships it); pass --model with a model "
-                "directory (config.json, model.safetensors, tokenizer.model) or a NeMo .nemo file"
+                f"the default FastConformer is missing from {DEFAULT_FASTCONFORMER} (reinstall the package); "
+                "or pass --model with a model directory (config.json, model.safetensors, tokenizer.model) "
+                "or a NeMo .nemo file"
             )
         return FastConformer.load(DEFAULT_FASTCONFORMER)
     path = Path(spec)
