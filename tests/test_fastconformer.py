@@ -172,3 +172,16 @@ def test_save_load_round_trip(model, tmp_path):
         Recognizer(model.half().float(), 80).transcribe_offline([audio])[0].tokens
     with pytest.raises(FileNotFoundError, match="missing config.json"):
         FastConformer.load(tmp_path)
+
+
+def test_default_decoder_comes_from_the_config(tokenizer):
+    def model(default):
+        heads = HeadsConfig(vocab_size=tokenizer.vocab_size, pred_hidden=8, joint_hidden=8, default_decoder=default)
+        return FastConformer(FastConformerConfig(EncoderConfig(n_layers=1, d_model=16, n_heads=2,
+                                                               subsampling_conv_channels=4), heads), tokenizer)
+
+    assert Recognizer(model(None), 80).decoder == "rnnt"  # NeMo's hybrid default
+    assert Recognizer(model("ctc"), 80).decoder == "ctc"
+    assert Recognizer(model("ctc"), 80, "rnnt").decoder == "rnnt"
+    with pytest.raises(ValueError, match="default_decoder 'rnnt' is not a head of this model"):
+        HeadsConfig(rnnt=False, default_decoder="rnnt")

@@ -81,10 +81,14 @@ class HeadsConfig:
     joint_hidden: int = 640
     max_symbols: int = 10
     dropout: float = 0.2
+    default_decoder: str | None = None  # not NeMo's: the better head of a hybrid (None: RNNT when present)
 
     def __post_init__(self) -> None:
         if not (self.ctc or self.rnnt):
             raise ValueError("a model needs a CTC head, an RNNT head, or both")
+        heads = [name for name, on in (("rnnt", self.rnnt), ("ctc", self.ctc)) if on]
+        if self.default_decoder is not None and self.default_decoder not in heads:
+            raise ValueError(f"default_decoder {self.default_decoder!r} is not a head of this model; it has {heads}")
 
     @property
     def blank(self) -> int:

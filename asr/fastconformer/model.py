@@ -32,7 +32,9 @@ class FastConformer(nn.Module):
 
     @property
     def decoders(self) -> tuple[str, ...]:
-        return tuple(name for name, head in (("rnnt", self.transducer), ("ctc", self.ctc)) if head is not None)
+        """The model's heads, its default decoder first."""
+        heads = [name for name, head in (("rnnt", self.transducer), ("ctc", self.ctc)) if head is not None]
+        return tuple(sorted(heads, key=lambda name: name != self.cfg.heads.default_decoder))
 
     @property
     def frame_seconds(self) -> float:
