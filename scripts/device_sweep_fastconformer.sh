@@ -6,6 +6,8 @@
 #   bash scripts/device_sweep_fastconformer.sh MINUTES NAME:KEY=VALUE,KEY=VALUE ...
 #   e.g. bash scripts/device_sweep_fastconformer.sh 7 clean:augment_prob=0,spec_augment=false xs:encoder.xscaling=true
 #
+# Every variant builds its own feature bank with nproc/N loader workers before training: with four
+# variants and bank_copies 1 that took nearly all of a 7-minute call, so keep N small (2-3).
 # Carry what scripts/device_train_fastconformer.sh carries. Back: $OUT/reports.tgz (report.json and the
 # log tail of each variant), best.txt, and best.safetensors.part-* (cat them in order) with its config and
 # tokenizer. Run folders stay in sweep/NAME while the machine is warm (run again to resume them).

@@ -236,7 +236,7 @@ def run(cfg: TrainConfig) -> dict:
     packs = [(p.split("*")[0], int(p.split("*")[1]) if "*" in p else 1) for p in cfg.packs]
     tok_path = out / "tokenizer.model"
     if cfg.init_from:
-        model = FastConformer.load(cfg.init_from).train()
+        model = FastConformer.load(cfg.init_from)
         tokenizer, model_cfg = model.tokenizer, model.cfg
     else:
         tokenizer = Tokenizer.from_file(tok_path) if tok_path.exists() else train_tokenizer([p for p, _ in packs], cfg.vocab_size, tok_path)
