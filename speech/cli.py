@@ -56,7 +56,7 @@ def _bench_asr_quality(args: argparse.Namespace) -> int:
     from .asr_models import ModelNotFound
     from .bench import asr_quality
 
-    cfg = asr_quality.AsrQualityConfig(args.model, args.real, args.synth, args.max_utterances, args.decoder)
+    cfg = asr_quality.AsrQualityConfig(args.model, args.real, args.synth, args.max_utterances, args.decoder, args.int8)
     try:
         asr_quality.main(cfg, args.json)
     except (ModelNotFound, ValueError) as error:
@@ -97,7 +97,7 @@ def _add_bench(subparsers) -> None:
     fc = which.add_parser("asr-fastconformer", help="our FastConformer encoder step vs NeMo's cache_aware_stream_step",
                           description="Same random NeMo 'large' streaming model, 160 ms chunks, batch 1 and 16, on this CPU.")
     fc.add_argument("--batches", type=int, nargs="+", default=[1, 16])
-    fc.add_argument("--dtypes", nargs="+", choices=["fp32", "bf16"], default=["fp32", "bf16"])
+    fc.add_argument("--dtypes", nargs="+", choices=["fp32", "bf16", "int8"], default=["fp32", "bf16", "int8"])
     fc.add_argument("--chunks", type=int, default=60, help="timed chunks per batch size (60)")
     fc.add_argument("--warmup", type=int, default=40, help="untimed chunks first; 35 fill the 70-frame cache (40)")
     fc.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
@@ -107,6 +107,7 @@ def _add_bench(subparsers) -> None:
     q = which.add_parser("asr-quality", help="WER per lookahead on the ASR evaluation sets (streaming)")
     q.add_argument("--model", default="fastconformer", help="fastconformer (the default), a model directory or .nemo")
     q.add_argument("--decoder", choices=["rnnt", "ctc"])
+    q.add_argument("--int8", action="store_true", help="int8 encoder weights (as `speech transcribe --int8`)")
     q.add_argument("--real", default="corpora/real", help="manifests of `speech corpus real`")
     q.add_argument("--synth", default="corpora/synth", help="a corpus of `speech corpus build` (its test split)")
     q.add_argument("--max-utterances", type=int, default=200)
@@ -114,19 +115,18 @@ def _add_bench(subparsers) -> None:
     q.set_defaults(func=_bench_asr_quality)
 
 
+RECIPES = {  # speech train NAME -> (module under speech.training, help)
+    "asr-fastconformer": ("fastconformer", "hybrid CTC/RNNT multi-lookahead FastConformer"),
+    "whisper-causal": ("whisper_causal", "LoRA adapters for causal streaming Whisper (CarelessWhisper)"),
+}
+
+
 def _add_train(subparsers) -> None:
+    """Listed for ``speech train --help``; :func:`main` hands a recipe's own flags to its module."""
     train = subparsers.add_parser("train", help="training recipes of the shipped models")
     which = train.add_subparsers(dest="recipe", metavar="RECIPE", required=True)
-    fc = which.add_parser("asr-fastconformer", help="hybrid CTC/RNNT multi-lookahead FastConformer",
-                          add_help=False)
-    fc.add_argument("rest", nargs=argparse.REMAINDER)
-
-    def run(args: argparse.Namespace) -> int:
-        from .training import fastconformer
-
-        return fastconformer.main(args.rest)
-
-    fc.set_defaults(func=run)
+    for name, (_, help_text) in RECIPES.items():
+        which.add_parser(name, help=help_text)
 
 
 def _not_available(name: str, issue: int):
@@ -160,10 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:2] == ["train", "asr-fastconformer"]:  # the recipe parses its own flags (and --help)
-        from .training import fastconformer
+    if argv[:1] == ["train"] and len(argv) > 1 and argv[1] in RECIPES:  # a recipe parses its own flags (and --help)
+        import importlib
 
-        return fastconformer.main(argv[2:])
+        return importlib.import_module(f"speech.training.{RECIPES[argv[1]][0]}").main(argv[2:])
     args = build_parser().parse_args(argv)
     return args.func(args)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from asr.fastconformer.quantize import quantize_int8
 from asr.fastconformer.recognizer import EndpointConfig, Hypothesis, Recognizer
 from asr.fastconformer.scheduled import transcribe_many
 
@@ -45,6 +46,8 @@ def add_transcribe(subparsers) -> None:
     p.add_argument("--lookahead", type=parse_ms, help="e.g. 80ms; one the model was trained for (default: its first)")
     p.add_argument("--decoder", choices=["rnnt", "ctc"], help="for hybrid models (default: rnnt)")
     p.add_argument("--offline", action="store_true", help="full-signal forward instead of streaming")
+    p.add_argument("--int8", action="store_true",
+                   help="int8 encoder weights on CPU: about 2.5x faster per chunk, text within a WER point or so")
     p.add_argument("--format", choices=["events", "text", "json"], default="events",
                    help="events: partial and final lines with word times; text: one final line per file")
     p.add_argument("--no-endpoint", action="store_true", help="one segment per file (no endpoint rules)")
@@ -57,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         items = _inputs(args)
         model = load_fastconformer(args.model)
+        if args.int8:
+            quantize_int8(model.encoder)
         recognizer = Recognizer(model, args.lookahead, args.decoder,
                                 EndpointConfig(enabled=not (args.no_endpoint or args.offline)))
     except (ModelNotFound, ValueError, OSError) as error:

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from streaming.blocks import StreamingLogMel
 
+from ..hypothesis import Hypothesis, Word
 from .config import Context
 from .decoding import RNNTState, ctc_greedy, rnnt_greedy
 from .encoder import EncoderState
@@ -30,22 +31,6 @@ class EndpointConfig:
     silence_after_speech_s: float = 1.2
     silence_without_speech_s: float = 2.4
     max_segment_s: float = 20.0
-
-
-@dataclass(frozen=True)
-class Word:
-    text: str
-    start: float
-    end: float
-
-
-@dataclass(frozen=True)
-class Hypothesis:
-    text: str
-    words: tuple[Word, ...]
-    final: bool
-    segment: int
-    tokens: tuple[int, ...] = ()
 
 
 @dataclass

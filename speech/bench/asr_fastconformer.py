@@ -1,14 +1,16 @@
 """`speech bench asr-fastconformer`: our encoder step against NeMo's ``cache_aware_stream_step``.
 
-Both run the same randomly initialised NeMo "large" cache-aware hybrid model, in fp32 and in bf16 (weights
-and activations; both implementations alike) (17 x 512, ~114 M
-parameters; NeMo builds it, saves a `.nemo`, we import it), on this CPU, with 160 ms chunks (context
+Both run the same randomly initialised NeMo "large" cache-aware hybrid model (17 x 512, ~114 M parameters;
+NeMo builds it, saves a `.nemo`, we import it) in fp32, in bf16 (weights and activations) and in int8
+(dynamically quantized linear layers, fp32 elsewhere: `speech transcribe --int8`), both implementations
+alike, on this CPU, with 160 ms chunks (context
 [70, 1]), for B streams in lock step. Chunks alternate between the two implementations so drift on a
 shared machine hits both alike; the first ``warmup`` chunks (which also fill the caches) are not timed.
 """
 
 from __future__ import annotations
 
+import copy
 import statistics
 import tempfile
 import time
@@ -17,13 +19,15 @@ from pathlib import Path
 
 import torch
 
+from asr.fastconformer.quantize import quantize_int8
+
 from .report import table, write_json
 
 
 @dataclass(frozen=True)
 class AsrFastConformerBenchConfig:
     batches: tuple[int, ...] = (1, 16)
-    dtypes: tuple[str, ...] = ("fp32", "bf16")
+    dtypes: tuple[str, ...] = ("fp32", "bf16", "int8")
     chunks: int = 60
     warmup: int = 40
     context: tuple[int, int] = (70, 1)
@@ -33,7 +37,14 @@ class AsrFastConformerBenchConfig:
     threads: int | None = None
 
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "int8": torch.float32}  # int8: activations stay fp32
+
+
+def _precision(module: torch.nn.Module, name: str, **int8_options) -> torch.nn.Module:
+    """``module`` in the named precision: cast in place (fp32, bf16) or an int8 copy of its fp32 form."""
+    if name != "int8":
+        return module.to(DTYPES[name])
+    return quantize_int8(copy.deepcopy(module.float()), **int8_options)
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -58,19 +69,19 @@ def main(cfg: AsrFastConformerBenchConfig, json_path: str) -> dict:
     params = sum(p.numel() for p in nemo.parameters())
     context = list(cfg.context)
     nemo.encoder.set_default_att_context_size(context)
-    enc = nemo.encoder
-    scfg = enc.streaming_cfg
+    scfg = nemo.encoder.streaming_cfg
     first_len, later_len = scfg.chunk_size[0], scfg.chunk_size[1] + scfg.pre_encode_cache_size[1]
     hop = ours.encoder.hop(tuple(cfg.context))
     rows, results = [], {"parameters": params}
     for dtype_name, batch in [(d, b) for d in cfg.dtypes for b in cfg.batches]:
         dtype = DTYPES[dtype_name]
-        enc.to(dtype)
-        ours.encoder.to(dtype)
+        # NeMo recomputes linear_pos every step, so it is quantized there; ours caches its output
+        enc = _precision(nemo.encoder, dtype_name, keep_float=())
+        ours_enc = _precision(ours.encoder, dtype_name)
         torch.manual_seed(batch)
         channel, time_cache, channel_len = (t.to(dtype) if t.is_floating_point() else t
                                             for t in enc.get_initial_cache_state(batch_size=batch))
-        state = ours.encoder.initial_state(batch, dtype=dtype)
+        state = ours_enc.initial_state(batch, dtype=dtype)
         times = {"nemo": [], "ours": []}
         for step in range(cfg.warmup + cfg.chunks):
             n = first_len if step == 0 else later_len
@@ -84,7 +95,7 @@ def main(cfg: AsrFastConformerBenchConfig, json_path: str) -> dict:
                     cache_last_time=time_cache, cache_last_channel_len=channel_len, keep_all_outputs=False,
                     drop_extra_pre_encoded=0 if step == 0 else scfg.drop_extra_pre_encoded)
                 t1 = time.perf_counter()
-                _, _, state = ours.encoder.stream(ours_in, torch.full((batch,), hop), state, tuple(cfg.context))
+                _, _, state = ours_enc.stream(ours_in, torch.full((batch,), hop), state, tuple(cfg.context))
                 t2 = time.perf_counter()
             if step >= cfg.warmup:
                 times["nemo"].append(1000 * (t1 - t0))

@@ -13,6 +13,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from asr.fastconformer.quantize import quantize_int8
 from asr.fastconformer.recognizer import EndpointConfig, Recognizer
 from asr.text import wer
 
@@ -37,10 +38,13 @@ class AsrQualityConfig:
     synth: str = "corpora/synth"
     max_utterances: int = 200
     decoder: str | None = None
+    int8: bool = False
 
 
 def main(cfg: AsrQualityConfig, json_path: str) -> dict:
     model = load_fastconformer(cfg.model)
+    if cfg.int8:
+        quantize_int8(model.encoder)
     folders = {"real": Path(cfg.real), "synth": Path(cfg.synth)}
     sets, skipped = {}, {}
     for name, (folder, file, split) in SETS.items():
@@ -62,7 +66,7 @@ def main(cfg: AsrQualityConfig, json_path: str) -> dict:
                          "seconds": time.perf_counter() - start}
         results[f"{ms:g}ms"] = row
         rows.append([f"{ms:g} ms", *(row[n]["wer"] for n in sets)])
-    print(f"WER % ({rec.decoder} decoder, streaming sessions; at most {cfg.max_utterances} utterances per set)")
+    print(f"WER % ({rec.decoder} decoder{', int8 encoder' if cfg.int8 else ''}, streaming sessions; at most {cfg.max_utterances} utterances per set)")
     print(table(["lookahead", *(f"{n} ({len(sets[n])})" for n in sets)], rows))
     for name, why in skipped.items():
         print(f"skipped {name}: {why}")

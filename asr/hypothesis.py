@@ -1,0 +1,21 @@
+"""What every recogniser emits: partial and final hypotheses of a segment, with word times."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Word:
+    text: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True)
+class Hypothesis:
+    text: str
+    words: tuple[Word, ...]
+    final: bool
+    segment: int
+    tokens: tuple[int, ...] = ()

@@ -1,0 +1,183 @@
+"""Host side of causal streaming Whisper: chunks through the encoder step, decoding with the stability rule.
+
+Every chunk (100, 200 or 300 ms of audio, complete 2.5 ms after its end) runs the encoder step and appends
+its frames to the decoder's cross-attention cache. The decoder then re-reads the segment's tokens against
+all the audio so far (one parallel pass; a stale cache would have seen less audio than a fresh decode)
+and applies CarelessWhisper's stability rule to the last ``look_back`` tokens of the previous hypothesis:
+a token stays if its new logit did not fall or it is still the argmax; from the first that fails, the tail
+is decoded again. Tokens before the last ``look_back`` are committed and never change. A word's time is
+the end of the chunk at which its last token was first emitted (commit-time stamps).
+
+A segment ends at the end of the signal or when the encoder's 30 s window is full; the next segment
+starts with fresh caches and is prompted with the end of the committed text (``<|startofprev|>``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..hypothesis import Hypothesis, Word
+from .decoder import DecoderState
+from .encoder import EncoderState
+from .features import HOP, SAMPLE_RATE, StreamingFeatures
+from .model import CausalWhisper
+
+FRAME_S = 2 * HOP / SAMPLE_RATE  # an encoder frame: 20 ms
+CHUNKS_MS = (100, 200, 300)
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    chunk_ms: int = 300
+    look_back: int = 2  # tokens re-checked against each new chunk
+    max_tokens_per_chunk: int = 28
+    prompt_tokens: int = 32  # committed tokens carried into the next segment as <|startofprev|> context
+
+    def __post_init__(self) -> None:
+        if self.chunk_ms % 20 or self.chunk_ms <= 0:
+            raise ValueError(f"a chunk is a whole number of 20 ms encoder frames, got {self.chunk_ms} ms")
+
+    @property
+    def frames(self) -> int:
+        return self.chunk_ms // 20
+
+
+@dataclass
+class _Segment:
+    index: int = 0
+    start_s: float = 0.0
+    tokens: list[int] = field(default_factory=list)
+    logits: list[float] = field(default_factory=list)  # each token's logit when it was chosen
+    emitted_s: list[float] = field(default_factory=list)  # when each token was first emitted
+
+    @property
+    def committed(self) -> int:
+        return len(self.tokens)
+
+
+class WhisperSession:
+    """One live stream: ``accept`` audio pieces, ``finish`` at the end; both return new hypotheses."""
+
+    def __init__(self, model: CausalWhisper, cfg: StreamConfig = StreamConfig()) -> None:
+        self.model, self.cfg = model, cfg
+        self.device = next(model.parameters()).device
+        self.features = StreamingFeatures()
+        self.pending = torch.zeros(model.encoder.hf.conv1.in_channels, 0)
+        self.segment = _Segment()
+        self.committed = 0
+        self.context: list[int] = []
+        self.chunks = 0
+        self.finished = False
+        self._reset_states()
+
+    def _reset_states(self) -> None:
+        self.encoder_state: EncoderState = self.model.encoder.initial_state(1, device=self.device)
+        self.decoder_state: DecoderState = self.model.decoder.initial_state(1, device=self.device)
+
+    # ---- audio in ----------------------------------------------------------------------------------
+    def accept(self, audio: np.ndarray | Tensor) -> list[Hypothesis]:
+        if self.finished:
+            raise RuntimeError("this session has finished; open a new one")
+        audio = torch.as_tensor(np.asarray(audio, dtype=np.float32))
+        if audio.ndim != 1:
+            raise ValueError(f"audio must be mono samples [n], got shape {list(audio.shape)}")
+        self.pending = torch.cat([self.pending, self.features.process(audio)], dim=1)
+        return self._run(final=False)
+
+    def finish(self) -> list[Hypothesis]:
+        """Decodes the last, partial chunk (padded with the feature floor) and finalises the segment."""
+        if self.finished:
+            return []
+        self.finished = True
+        self.pending = torch.cat([self.pending, self.features.flush()], dim=1)
+        return self._run(final=True) + self._finalise()
+
+    @torch.inference_mode()
+    def _run(self, final: bool) -> list[Hypothesis]:
+        width = 2 * self.cfg.frames
+        events: list[Hypothesis] = []
+        while self.pending.shape[1] >= width or (final and self.pending.shape[1] > 0):
+            chunk, self.pending = self.pending[:, :width], self.pending[:, width:]
+            if chunk.shape[1] < width:  # padded with what silence looks like
+                chunk = torch.nn.functional.pad(chunk, (0, width - chunk.shape[1]), value=self.features.floor())
+            if int(self.encoder_state.length) + self.cfg.frames > self.model.encoder.capacity:
+                events += self._finalise()
+            encoded, self.encoder_state = self.model.encoder.stream(chunk[None].to(self.device), self.encoder_state)
+            self.decoder_state = self.model.decoder.extend_audio(encoded, self.decoder_state)
+            self.chunks += 1
+            if self._decode(self.chunks * self.cfg.chunk_ms / 1000):
+                events.append(self._hypothesis(final=False))
+        return events
+
+    # ---- decoding ----------------------------------------------------------------------------------
+    def _prefix(self) -> list[int]:
+        tokens = self.model.tokens
+        context = [tokens.sot_prev, *self.context[-self.cfg.prompt_tokens :]] if self.context else []
+        return context + tokens.prompt()
+
+    def _scores(self, logits: Tensor, first: bool) -> Tensor:
+        scores = logits.float().clone()
+        scores[..., self.model.tokens.suppress] = -torch.inf
+        if first:
+            scores[..., self.model.tokens.suppress_begin] = -torch.inf
+        return scores
+
+    def _decode(self, now_s: float) -> bool:
+        """Re-checks the open tail against the new audio and continues greedily; True if the text changed."""
+        seg, cfg = self.segment, self.cfg
+        prefix = self._prefix()
+        before = list(seg.tokens)
+        state = self.model.decoder.rewind(self.decoder_state, torch.zeros(1, dtype=torch.int64, device=self.device))
+        logits, state = self.model.decoder.step(torch.tensor([prefix + seg.tokens], device=self.device), state)
+        positions = range(max(self.committed, len(seg.tokens) - cfg.look_back), len(seg.tokens))
+        for i in positions:  # the stability rule on the open tail
+            scores = self._scores(logits[0, len(prefix) + i - 1], first=i == 0)
+            token = seg.tokens[i]
+            if not (scores[token] >= seg.logits[i] or int(scores.argmax()) == token):
+                del seg.tokens[i:], seg.logits[i:], seg.emitted_s[i:]
+                break
+        state = self.model.decoder.rewind(state, torch.tensor([len(prefix) + len(seg.tokens)], device=self.device))
+        scores = self._scores(logits[0, len(prefix) + len(seg.tokens) - 1], first=not seg.tokens)
+        for _ in range(cfg.max_tokens_per_chunk):
+            token = int(scores.argmax())
+            if token == self.model.tokens.eot or len(prefix) + len(seg.tokens) >= self.model.decoder.token_capacity - 1:
+                break
+            seg.tokens.append(token)
+            seg.logits.append(float(scores[token]))
+            seg.emitted_s.append(now_s)
+            step_logits, state = self.model.decoder.step(torch.tensor([[token]], device=self.device), state)
+            scores = self._scores(step_logits[0, -1], first=False)
+        self.decoder_state = state
+        self.committed = max(self.committed, len(seg.tokens) - cfg.look_back)
+        return seg.tokens != before
+
+    # ---- output ----------------------------------------------------------------------------------
+    def _words(self) -> tuple[Word, ...]:
+        words: list[Word] = []
+        pieces = [(self.model.tokens.piece(t), s) for t, s in zip(self.segment.tokens, self.segment.emitted_s,
+                                                                 strict=True)]
+        for piece, emitted in pieces:
+            if not words or piece.startswith(" "):
+                words.append(Word(piece.strip(), self.segment.start_s + emitted, self.segment.start_s + emitted))
+            else:
+                last = words[-1]
+                words[-1] = Word(last.text + piece, last.start, self.segment.start_s + emitted)
+        return tuple(w for w in words if w.text)
+
+    def _hypothesis(self, final: bool) -> Hypothesis:
+        seg = self.segment
+        return Hypothesis(self.model.tokens.decode(seg.tokens), self._words(), final, seg.index, tuple(seg.tokens))
+
+    def _finalise(self) -> list[Hypothesis]:
+        """Commits the whole segment and starts the next one with fresh caches (30 s is Whisper's window)."""
+        final = self._hypothesis(final=True)
+        self.context = (self.context + self.segment.tokens)[-self.cfg.prompt_tokens :]
+        start = self.segment.start_s + self.chunks * self.cfg.chunk_ms / 1000
+        self.segment = _Segment(index=self.segment.index + 1, start_s=start)
+        self.committed, self.chunks = 0, 0
+        self._reset_states()
+        return [final]

