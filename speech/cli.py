@@ -55,11 +55,13 @@ def _bench_asr_fastconformer(args: argparse.Namespace) -> int:
 def _bench_asr_quality(args: argparse.Namespace) -> int:
     from .asr_models import ModelNotFound
     from .bench import asr_quality
+    from .whisper_models import WhisperNotFound
 
-    cfg = asr_quality.AsrQualityConfig(args.model, args.real, args.synth, args.max_utterances, args.decoder, args.int8)
+    cfg = asr_quality.AsrQualityConfig(args.model, args.real, args.synth, args.max_utterances, args.decoder, args.int8,
+                                       args.whisper, tuple(args.chunks))
     try:
         asr_quality.main(cfg, args.json)
-    except (ModelNotFound, ValueError) as error:
+    except (ModelNotFound, WhisperNotFound, ValueError) as error:
         print(f"speech bench asr-quality: {error}", file=sys.stderr)
         return 2
     return 0
@@ -105,7 +107,11 @@ def _add_bench(subparsers) -> None:
     fc.set_defaults(func=_bench_asr_fastconformer)
 
     q = which.add_parser("asr-quality", help="WER per lookahead on the ASR evaluation sets (streaming)")
-    q.add_argument("--model", default="fastconformer", help="fastconformer (the default), a model directory or .nemo")
+    q.add_argument("--model", default="fastconformer",
+                   help="fastconformer (the default), a model directory or .nemo, or whisper-causal")
+    q.add_argument("--whisper", default="base", help="with whisper-causal: base (default), tiny.en or a directory")
+    q.add_argument("--chunks", type=int, nargs="+", default=[300],
+                   help="with whisper-causal: chunk sizes (ms) to measure without LoRA too (300)")
     q.add_argument("--decoder", choices=["rnnt", "ctc"])
     q.add_argument("--int8", action="store_true", help="int8 encoder weights (as `speech transcribe --int8`)")
     q.add_argument("--real", default="corpora/real", help="manifests of `speech corpus real`")

@@ -15,16 +15,19 @@ import csv
 import json
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from asr.fastconformer.quantize import quantize_int8
-from asr.fastconformer.recognizer import EndpointConfig, Hypothesis, Recognizer
+from asr.fastconformer.recognizer import EndpointConfig, Recognizer
 from asr.fastconformer.scheduled import transcribe_many
+from asr.hypothesis import Hypothesis
 
 from .asr_models import ModelNotFound, load_fastconformer
 from .audio import AudioError, read_audio
+from .whisper_models import WHISPER_MODELS, WhisperNotFound, load_causal_whisper
 
 PIECE_S = 0.1
 BATCH_FILES = 32  # files read and streamed together (memory bound: their audio is held)
@@ -42,7 +45,8 @@ def add_transcribe(subparsers) -> None:
     p = subparsers.add_parser("transcribe", help="speech to text for audio files, through the streaming path",
                               description=__doc__.split("\n\n")[0])
     p.add_argument("files", nargs="*", help="audio files (any format libsndfile reads; resampled to 16 kHz)")
-    p.add_argument("--model", help="model directory, NeMo .nemo file, or 'fastconformer' (the default)")
+    p.add_argument("--model", help="fastconformer (the default), a model directory or NeMo .nemo file; "
+                   "whisper-causal (streaming Whisper base + LoRA) or whisper-offline (plain Whisper base)")
     p.add_argument("--lookahead", type=parse_ms, help="e.g. 80ms; one the model was trained for (default: its first)")
     p.add_argument("--decoder", choices=["rnnt", "ctc"], help="for hybrid models (default: rnnt)")
     p.add_argument("--offline", action="store_true", help="full-signal forward instead of streaming")
@@ -50,6 +54,10 @@ def add_transcribe(subparsers) -> None:
                    help="int8 encoder weights on CPU: about 2.5x faster per chunk, text within a WER point or so")
     p.add_argument("--format", choices=["events", "text", "json"], default="events",
                    help="events: partial and final lines with word times; text: one final line per file")
+    p.add_argument("--chunk", type=parse_ms, default=300.0, help="whisper-causal: chunk of 100, 200 or 300ms")
+    p.add_argument("--adapter", default="shipped",
+                   help="whisper-causal: LoRA adapter directory, 'shipped' (default) or 'none' (the no-LoRA baseline)")
+    p.add_argument("--whisper", default="base", help="whisper-*: base (default), tiny.en or a Hugging Face directory")
     p.add_argument("--no-endpoint", action="store_true", help="one segment per file (no endpoint rules)")
     p.add_argument("--manifest", help="TSV with utt_id and path columns (../shared/data format)")
     p.add_argument("--out", help="with --manifest: write utt_id<TAB>text lines here")
@@ -59,37 +67,64 @@ def add_transcribe(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         items = _inputs(args)
-        model = load_fastconformer(args.model)
-        if args.int8:
-            quantize_int8(model.encoder)
-        recognizer = Recognizer(model, args.lookahead, args.decoder,
-                                EndpointConfig(enabled=not (args.no_endpoint or args.offline)))
-    except (ModelNotFound, ValueError, OSError) as error:
+        transcriber = _whisper(args) if args.model in WHISPER_MODELS else _fastconformer(args)
+    except (ModelNotFound, WhisperNotFound, ValueError, OSError) as error:
         print(f"speech transcribe: {error}", file=sys.stderr)
         return 2
     failures, batch = 0, []
     with open(args.out, "w", encoding="utf-8") if args.out else contextlib.nullcontext() as out:
         for name, path in items:
             try:
-                batch.append((name, read_audio(path, sample_rate=model.cfg.features.sample_rate)[0]))
+                batch.append((name, read_audio(path, sample_rate=16000)[0]))
             except AudioError as error:
                 print(f"speech transcribe: {error}", file=sys.stderr)
                 failures += 1
             if len(batch) == BATCH_FILES or (name, path) == items[-1]:
-                _emit(recognizer, batch, args, out)
+                _emit(transcriber, batch, args, out)
                 batch = []
     return 1 if failures else 0
 
 
-def _emit(recognizer: Recognizer, batch: list[tuple[str, np.ndarray]], args: argparse.Namespace, out) -> None:
-    """Transcribes a group of files together (streams batched by the scheduler) and prints in input order."""
+Transcriber = Callable[[list[np.ndarray]], list[list[Hypothesis]]]
+
+
+def _fastconformer(args: argparse.Namespace) -> Transcriber:
+    """Files stream together through the scheduler (batched encoder lane), or the offline forward."""
+    model = load_fastconformer(args.model)
+    if args.int8:
+        quantize_int8(model.encoder)
+    recognizer = Recognizer(model, args.lookahead, args.decoder,
+                            EndpointConfig(enabled=not (args.no_endpoint or args.offline)))
+    if args.offline:
+        return lambda audios: [[h] for h in recognizer.transcribe_offline(audios)]
+    return lambda audios: asyncio.run(transcribe_many(recognizer, audios, piece_s=PIECE_S))
+
+
+def _whisper(args: argparse.Namespace) -> Transcriber:
+    """Causal streaming Whisper (one session per file, fed 100 ms pieces) or plain offline Whisper."""
+    from asr.whisper.offline import transcribe_offline
+    from asr.whisper.streaming import StreamConfig, WhisperSession
+
+    if args.model == "whisper-offline" or args.offline:
+        model = load_causal_whisper(args.whisper, adapter=None)
+        return lambda audios: [[transcribe_offline(model, audio)] for audio in audios]
+    chunk_ms = round(args.chunk)
+    cfg = StreamConfig(chunk_ms=chunk_ms, endpoint_silence_s=None if args.no_endpoint else 0.8)
+    model = load_causal_whisper(args.whisper, chunk_ms, None if args.adapter == "none" else args.adapter)
+
+    def stream(audio: np.ndarray) -> list[Hypothesis]:
+        session, piece = WhisperSession(model, cfg), int(PIECE_S * 16000)
+        events = [e for i in range(0, len(audio), piece) for e in session.accept(audio[i : i + piece])]
+        return events + session.finish()
+
+    return lambda audios: [stream(audio) for audio in audios]
+
+
+def _emit(transcriber: Transcriber, batch: list[tuple[str, np.ndarray]], args: argparse.Namespace, out) -> None:
+    """Transcribes a group of files and prints in input order."""
     if not batch:
         return
-    audios = [audio for _, audio in batch]
-    if args.offline:
-        results = [[h] for h in recognizer.transcribe_offline(audios)]
-    else:
-        results = asyncio.run(transcribe_many(recognizer, audios, piece_s=PIECE_S))
+    results = transcriber([audio for _, audio in batch])
     for (name, _), events in zip(batch, results, strict=True):
         text = " ".join(e.text for e in events if e.final and e.text)
         if out:

@@ -85,3 +85,34 @@ def _convert_packaged(name: str, target: Path) -> None:
     if target.exists():  # a half-written cache from an interrupted conversion
         shutil.rmtree(target)
     staging.rename(target)
+
+
+MODELS_DIR = Path(__file__).parent / "models"
+WHISPER_MODELS = ("whisper-causal", "whisper-offline")
+
+
+def shipped_adapter(base: str, chunk_ms: int) -> Path | None:
+    """The LoRA adapter shipped for ``base`` at ``chunk_ms``, if there is one."""
+    path = MODELS_DIR / f"whisper-{base}-causal-{chunk_ms}ms"
+    return path if (path / "adapter_model.safetensors").is_file() else None
+
+
+def load_causal_whisper(base: str = "base", chunk_ms: int = 300, adapter: str | None = "shipped"):
+    """Whisper ``base`` with LoRA for ``chunk_ms``: ``adapter`` is 'shipped', a directory, or None (no LoRA)."""
+    from asr.whisper.lora import adapter_info, load_adapter
+    from asr.whisper.model import CausalWhisper
+
+    model = CausalWhisper.load(whisper_directory(base))
+    if adapter == "shipped":
+        found = shipped_adapter(base, chunk_ms)
+        if found is None:
+            offered = sorted(p.name for p in MODELS_DIR.glob(f"whisper-{base}-causal-*ms"))
+            raise WhisperNotFound(f"no shipped LoRA adapter for Whisper {base} at {chunk_ms} ms (shipped: "
+                                  f"{', '.join(offered) or 'none'}); pass --adapter DIR or --adapter none")
+        adapter = str(found)
+    if adapter is not None:
+        info = adapter_info(adapter)
+        if info["chunk_ms"] != chunk_ms:
+            raise ValueError(f"adapter {adapter} was trained for {info['chunk_ms']} ms chunks, not {chunk_ms} ms")
+        load_adapter(model, adapter)
+    return model

@@ -15,12 +15,12 @@ import pytest
 import torch
 
 pytest.importorskip("transformers", reason="the whisper extra (transformers) holds the converted model")
-from asr.whisper.encoder import EncoderState  # noqa: E402
-from asr.whisper.features import StreamingFeatures, causal_features, offline_features  # noqa: E402
-from asr.whisper.model import CausalWhisper  # noqa: E402
-from speech.audio import read_audio  # noqa: E402
-from speech.bench.nemo_reference import random_speechlike  # noqa: E402
-from speech.whisper_models import whisper_directory  # noqa: E402
+from asr.whisper.encoder import EncoderState
+from asr.whisper.features import StreamingFeatures, causal_features, offline_features
+from asr.whisper.model import CausalWhisper
+from speech.audio import read_audio
+from speech.bench.nemo_reference import random_speechlike
+from speech.whisper_models import whisper_directory
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TOL = 1e-4
@@ -31,6 +31,12 @@ def model(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SPEECH_CACHE", str(tmp_path_factory.mktemp("speech-cache")))
         return CausalWhisper.load(whisper_directory("tiny.en"))
+
+
+@pytest.fixture(scope="module")
+def model64(model):
+    """The same weights in float64: the parity bound then measures the algorithm, not float32 summation order."""
+    return CausalWhisper.load(whisper_directory("tiny.en"), dtype=torch.float64)
 
 
 @pytest.fixture(scope="module", params=["synthetic", "jfk"])
@@ -66,20 +72,28 @@ def test_full_attention_is_whisper(model, audio):
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=0)
 
 
+def _stream(model: CausalWhisper, features: torch.Tensor, chunk: int) -> tuple[torch.Tensor, EncoderState]:
+    state, outs = model.encoder.initial_state(1, dtype=features.dtype), []
+    with torch.inference_mode():
+        for start in range(0, features.shape[-1], 2 * chunk):
+            out, state = model.encoder.stream(features[..., start : start + 2 * chunk], state)
+            outs.append(out)
+    return torch.cat(outs, dim=1), state
+
+
 @pytest.mark.parametrize("chunk", [5, 10, 15])
-def test_streaming_encoder_equals_block_causal_offline(model, audio, chunk):
+def test_streaming_encoder_equals_block_causal_offline(model, model64, audio, chunk):
     features = causal_features(torch.from_numpy(audio)[None])
     usable = features.shape[-1] // (2 * chunk) * 2 * chunk
     features = features[..., :usable]
     with torch.inference_mode():
         offline = model.encoder(features, chunk)
-        state, outs = model.encoder.initial_state(1), []
-        for start in range(0, usable, 2 * chunk):
-            out, state = model.encoder.stream(features[..., start : start + 2 * chunk], state)
-            outs.append(out)
-    streamed = torch.cat(outs, dim=1)
-    assert (streamed - offline).abs().max() < TOL
+        offline64 = model64.encoder(features.double(), chunk)
+    streamed64, state = _stream(model64, features.double(), chunk)
+    assert (streamed64 - offline64).abs().max() < TOL
     assert int(state.length) == usable // 2
+    streamed, _ = _stream(model, features, chunk)  # float32: the same within float32 summation order
+    assert (streamed - offline).abs().max() < TOL * offline.abs().max()
     # the mask matters: a frame's output must not depend on later chunks
     with torch.inference_mode():
         future_changed = model.encoder(torch.cat([features[..., : 2 * chunk], -features[..., 2 * chunk :]], -1), chunk)

@@ -17,11 +17,11 @@ import torch
 pytest.importorskip("transformers", reason="the whisper extra (transformers) holds the converted model")
 ctranslate2 = pytest.importorskip("ctranslate2", reason="CTranslate2 (faster-whisper) is the reference")
 
-from asr.whisper.ct2_import import UnsupportedCT2Model, read_ct2  # noqa: E402
-from asr.whisper.features import offline_features  # noqa: E402
-from asr.whisper.model import CausalWhisper  # noqa: E402
-from speech.audio import read_audio  # noqa: E402
-from speech.whisper_models import WhisperNotFound, packaged_ct2_files, whisper_directory  # noqa: E402
+from asr.whisper.ct2_import import UnsupportedCT2Model, read_ct2
+from asr.whisper.features import offline_features
+from asr.whisper.model import CausalWhisper
+from speech.audio import read_audio
+from speech.whisper_models import WhisperNotFound, packaged_ct2_files, whisper_directory
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -61,7 +61,7 @@ def load_adapter(model: CausalWhisper, directory: str | Path, merge: bool = True
     state = load_file(directory / ADAPTER_FILE)
     missing = set(lora_state(model)) - set(state)
     if missing:
-        raise ValueError(f"{directory}: the adapter lacks {len(missing)} LoRA tensors, e.g. {sorted(missing)[0]}")
+        raise ValueError(f"{directory}: the adapter lacks {len(missing)} LoRA tensors, e.g. {min(missing)}")
     model.hf.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
     if merge:
         _merge(model)

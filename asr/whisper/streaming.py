@@ -8,8 +8,10 @@ a token stays if its new logit did not fall or it is still the argmax; from the 
 is decoded again. Tokens before the last ``look_back`` are committed and never change. A word's time is
 the end of the chunk at which its last token was first emitted (commit-time stamps).
 
-A segment ends at the end of the signal or when the encoder's 30 s window is full; the next segment
-starts with fresh caches and is prompted with the end of the committed text (``<|startofprev|>``).
+A segment ends at the end of an utterance (Silero VAD hears ``endpoint_silence_s`` of silence after
+speech), when the encoder's 30 s window is full, or at the end of the signal; the next segment starts with
+fresh caches and is prompted with the end of the committed text (``<|startofprev|>``). Chunks before any
+speech are not decoded and do not fill the window (Whisper invents text on silence).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import torch
 from torch import Tensor
 
 from ..hypothesis import Hypothesis, Word
+from ..vad import WINDOW, VADState, speech_probabilities
 from .decoder import DecoderState
 from .encoder import EncoderState
 from .features import HOP, SAMPLE_RATE, StreamingFeatures
@@ -36,6 +39,8 @@ class StreamConfig:
     look_back: int = 2  # tokens re-checked against each new chunk
     max_tokens_per_chunk: int = 28
     prompt_tokens: int = 32  # committed tokens carried into the next segment as <|startofprev|> context
+    endpoint_silence_s: float | None = 0.8  # None: segments end only at 30 s and at the end of the signal
+    vad_threshold: float = 0.5
 
     def __post_init__(self) -> None:
         if self.chunk_ms % 20 or self.chunk_ms <= 0:
@@ -72,6 +77,9 @@ class WhisperSession:
         self.context: list[int] = []
         self.chunks = 0
         self.finished = False
+        self.vad = VADState()
+        self.silence_s = 0.0  # trailing non-speech, as far as the audio has arrived
+        self.heard_speech = False  # in the open segment
         self._reset_states()
 
     def _reset_states(self) -> None:
@@ -85,6 +93,10 @@ class WhisperSession:
         audio = torch.as_tensor(np.asarray(audio, dtype=np.float32))
         if audio.ndim != 1:
             raise ValueError(f"audio must be mono samples [n], got shape {list(audio.shape)}")
+        for p in speech_probabilities(audio.numpy(), self.vad):
+            speech = p >= self.cfg.vad_threshold
+            self.silence_s = 0.0 if speech else self.silence_s + WINDOW / SAMPLE_RATE
+            self.heard_speech |= speech
         self.pending = torch.cat([self.pending, self.features.process(audio)], dim=1)
         return self._run(final=False)
 
@@ -106,11 +118,17 @@ class WhisperSession:
                 chunk = torch.nn.functional.pad(chunk, (0, width - chunk.shape[1]), value=self.features.floor())
             if int(self.encoder_state.length) + self.cfg.frames > self.model.encoder.capacity:
                 events += self._finalise()
+            if not self.heard_speech:  # silence before the segment's speech: skip it
+                self.segment.start_s += self.cfg.chunk_ms / 1000
+                continue
             encoded, self.encoder_state = self.model.encoder.stream(chunk[None].to(self.device), self.encoder_state)
             self.decoder_state = self.model.decoder.extend_audio(encoded, self.decoder_state)
             self.chunks += 1
             if self._decode(self.chunks * self.cfg.chunk_ms / 1000):
                 events.append(self._hypothesis(final=False))
+            endpoint = self.cfg.endpoint_silence_s
+            if endpoint is not None and self.segment.tokens and self.silence_s >= endpoint and not final:
+                events += self._finalise()
         return events
 
     # ---- decoding ----------------------------------------------------------------------------------
@@ -174,10 +192,11 @@ class WhisperSession:
 
     def _finalise(self) -> list[Hypothesis]:
         """Commits the whole segment and starts the next one with fresh caches (30 s is Whisper's window)."""
-        final = self._hypothesis(final=True)
+        final = [self._hypothesis(final=True)] if self.segment.tokens else []
         self.context = (self.context + self.segment.tokens)[-self.cfg.prompt_tokens :]
         start = self.segment.start_s + self.chunks * self.cfg.chunk_ms / 1000
         self.segment = _Segment(index=self.segment.index + 1, start_s=start)
         self.committed, self.chunks = 0, 0
+        self.heard_speech = self.silence_s == 0.0
         self._reset_states()
-        return [final]
+        return final

@@ -1,0 +1,134 @@
+"""Causal streaming Whisper end to end: `speech transcribe --model whisper-*`, the shipped LoRA adapter,
+the stability rule's commitments, and `speech train whisper-causal` (two short CPU calls, resumed)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+pytest.importorskip("peft", reason="the whisper extra (peft) holds the LoRA layers")
+
+from asr.text import wer
+from asr.whisper.lora import add_lora, lora_state, save_adapter
+from asr.whisper.model import CausalWhisper
+from asr.whisper.streaming import StreamConfig, WhisperSession
+from speech.audio import read_audio
+from speech.cli import main
+from speech.whisper_models import load_causal_whisper, shipped_adapter, whisper_directory
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+JFK_TEXT = "And so my fellow Americans, ask not what your country can do for you, ask what you can do for your country."
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cache(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SPEECH_CACHE", str(tmp_path_factory.mktemp("speech-cache")))
+        yield
+
+
+@pytest.fixture(scope="module")
+def jfk() -> Path:
+    path = DATA / "jfk" / "audio" / "jfk.flac"
+    if not path.is_file():
+        pytest.skip(f"needs ../shared/data (jfk) at {path}")
+    return path
+
+
+def test_offline_whisper_transcribes_jfk(jfk, capsys):
+    assert main(["transcribe", str(jfk), "--model", "whisper-offline", "--format", "text"]) == 0
+    assert wer([JFK_TEXT], [capsys.readouterr().out]) == 0.0
+
+
+def test_causal_whisper_with_the_shipped_adapter_streams_jfk(jfk, capsys):
+    """Partials grow; the pauses end segments (VAD); word times run in order inside the signal; LoRA beats no LoRA."""
+    assert shipped_adapter("base", 300) is not None
+    assert main(["transcribe", str(jfk), "--model", "whisper-causal", "--format", "json"]) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    finals = [e for e in events if e["final"]]
+    assert len(finals) >= 2 and [e["segment"] for e in finals] == sorted({e["segment"] for e in finals})
+    assert sum(not e["final"] for e in events) >= 5
+    starts = [w[1] for e in finals for w in e["words"]]
+    assert starts == sorted(starts) and 0 < starts[0] and finals[-1]["words"][-1][2] <= 11.3
+    with_lora = wer([JFK_TEXT], [" ".join(e["text"] for e in finals)])
+    assert main(["transcribe", str(jfk), "--model", "whisper-causal", "--adapter", "none", "--format", "text",
+                 "--no-endpoint"]) == 0
+    without = wer([JFK_TEXT], [capsys.readouterr().out])
+    assert with_lora < 0.4 and with_lora < without, (with_lora, without)
+
+
+def test_committed_tokens_never_change(jfk):
+    """The stability rule: every partial extends the previous one's committed part (all but look_back tokens)."""
+    model = load_causal_whisper("base", 300)
+    audio = read_audio(jfk, sample_rate=16000)[0]
+    session = WhisperSession(model, StreamConfig(chunk_ms=300, look_back=2))
+    events = [e for i in range(0, len(audio), 1600) for e in session.accept(audio[i : i + 1600])] + session.finish()
+    assert len(events) > 10
+    for before, after in itertools.pairwise(events):
+        if after.segment != before.segment:
+            continue
+        committed = before.tokens[: max(0, len(before.tokens) - 2)]
+        assert after.tokens[: len(committed)] == committed
+
+
+def test_clear_errors(jfk, capsys):
+    assert main(["transcribe", str(jfk), "--model", "whisper-causal", "--chunk", "200ms"]) == 2
+    assert "no shipped LoRA adapter for Whisper base at 200 ms" in capsys.readouterr().err
+    assert main(["transcribe", str(jfk), "--model", "whisper-causal", "--chunk", "250ms"]) == 2
+    assert "20 ms" in capsys.readouterr().err
+
+
+def test_adapter_round_trip_and_merge(tmp_path):
+    """A saved adapter reloads to the same outputs, merged or not (merging folds LoRA into the weights)."""
+    model = CausalWhisper.load(whisper_directory("tiny.en"))
+    add_lora(model, rank=4)
+    with torch.no_grad():
+        for name, p in model.hf.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.02)  # B starts at zero; make the adapter do something
+    save_adapter(model, tmp_path / "a", chunk_ms=300, base="tiny.en")
+    features = torch.randn(1, 80, 60)
+    with torch.inference_mode():
+        expected = model.encoder(features, 15)
+    merged = load_causal_whisper("tiny.en", 300, adapter=str(tmp_path / "a"))
+    plain = CausalWhisper.load(whisper_directory("tiny.en"))
+    with torch.inference_mode():
+        assert (merged.encoder(features, 15) - expected).abs().max() < 1e-2  # fp16 storage of the adapter
+        assert (plain.encoder(features, 15) - expected).abs().max() > 1e-2
+    assert lora_state(merged) == {}  # merged: plain projections again
+
+
+def test_train_recipe_runs_and_resumes(tmp_path, jfk):
+    """Two short CPU calls on a tiny pack with word times: the second resumes and writes an adapter."""
+    from speech.corpus.manifest import Utterance, write_manifest
+    from speech.corpus.pack import pack
+
+    words = [[w, 0.5 + 0.4 * i, 0.9 + 0.4 * i] for i, w in enumerate(JFK_TEXT.lower().replace(",", "").rstrip(".").split())]
+    utts = [Utterance(utt_id=f"jfk{i}", path=str(jfk), speaker="jfk", text=JFK_TEXT, duration_s=11.0,
+                      sample_rate=16000, voice="jfk", split="train", words=words if i else None) for i in range(2)]
+    write_manifest(tmp_path / "m.jsonl", utts)
+    pack([tmp_path / "m.jsonl"], tmp_path / "pack", hours=1, max_mib=10, splits=("train",), seed=0)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"packs: [{tmp_path / 'pack'}]\nval_pack: {tmp_path / 'pack'}\nout: {tmp_path / 'run'}\n"
+                   "base: tiny.en\nrank: 4\nbatch_size: 2\nworkers: 0\nval_utterances: 1\nwarmup_steps: 1\n")
+    env = {**os.environ, "SPEECH_CACHE": str(Path(whisper_directory("tiny.en")).parent)}
+    run = [sys.executable, "-m", "speech.cli", "train", "whisper-causal", "--config", str(cfg)]
+    first = subprocess.run([*run, "--set", "total_steps=1"], capture_output=True, text=True, cwd=ROOT, timeout=600,
+                           check=False, env=env)
+    assert first.returncode == 0, first.stderr[-2000:]
+    second = subprocess.run([*run, "--set", "total_steps=2"], capture_output=True, text=True, cwd=ROOT, timeout=600,
+                            check=False, env=env)
+    assert second.returncode == 0 and "resumed at step 1" in second.stderr, second.stderr[-2000:]
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["step"] == 2 and "300ms" in report["validation_wer"]
+    adapter = tmp_path / "run" / "adapter"
+    assert json.loads((adapter / "stream.json").read_text()) == {"chunk_ms": 300, "base": "tiny.en"}
+    assert (tmp_path / "run" / "ckpt.pt").is_file()
