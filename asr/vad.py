@@ -12,6 +12,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from streaming.backend import onnx_cpu_session
+
 WINDOW = 512  # samples at 16 kHz: 32 ms
 CONTEXT = 64
 
@@ -25,15 +27,11 @@ class VADState:
 
 @lru_cache(maxsize=1)
 def _session():
-    import onnxruntime
-
     try:
         path = importlib.resources.files("silero_vad") / "data" / "silero_vad.onnx"
     except ModuleNotFoundError as error:
         raise ModuleNotFoundError("voice activity needs the PyPI package silero-vad (pip install -e .[whisper])") from error
-    options = onnxruntime.SessionOptions()
-    options.inter_op_num_threads = options.intra_op_num_threads = 1
-    return onnxruntime.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+    return onnx_cpu_session(str(path))
 
 
 def speech_probabilities(audio: np.ndarray, state: VADState) -> list[float]:

@@ -8,10 +8,11 @@ cd "$(dirname "$0")/.."
 
 WHEELS=.gpu-wheels
 if [ "${1:-}" = "--fetch" ]; then
-    # The GPU image has torch, numpy, pyyaml, pytest and hypothesis; these are what it lacks (Python 3.12; sentencepiece for the ASR tokenizer).
+    # The GPU image has torch, numpy, pyyaml, pytest, hypothesis, transformers and peft; these are what it lacks
+    # (Python 3.12; sentencepiece for the ASR tokenizer; whisper-normalizer for the Whisper recipe's validation).
     pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
         --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-        -d "$WHEELS" soxr soundfile cffi pycparser sentencepiece
+        -d "$WHEELS" soxr soundfile cffi pycparser sentencepiece whisper-normalizer more-itertools
     exit 0
 fi
 

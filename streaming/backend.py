@@ -98,3 +98,12 @@ class TorchBackend:
         """Wait for queued device work (for timing)."""
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
+
+
+def onnx_cpu_session(path: str, threads: int = 1):
+    """An onnxruntime CPU session for a small model that many streams share (one intra-op thread each)."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.inter_op_num_threads = options.intra_op_num_threads = threads
+    return onnxruntime.InferenceSession(path, sess_options=options, providers=["CPUExecutionProvider"])

@@ -5,7 +5,9 @@ its frames to the decoder's cross-attention cache. The decoder then re-reads the
 all the audio so far (one parallel pass; a stale cache would have seen less audio than a fresh decode)
 and applies CarelessWhisper's stability rule to the last ``look_back`` tokens of the previous hypothesis:
 a token stays if its new logit did not fall or it is still the argmax; from the first that fails, the tail
-is decoded again. Tokens before the last ``look_back`` are committed and never change. A word's time is
+is decoded again. Tokens before the last ``look_back`` are committed and never change. Decoding stops at
+end-of-text, at a word said three times in a row (n-grams up to 4 tokens) and beyond 6 tokens per second
+of audio: Whisper's loops, which would otherwise be committed. A word's time is
 the end of the chunk at which its last token was first emitted (commit-time stamps).
 
 A segment ends at the end of an utterance (Silero VAD hears ``endpoint_silence_s`` of silence after
@@ -37,7 +39,8 @@ CHUNKS_MS = (100, 200, 300)
 class StreamConfig:
     chunk_ms: int = 300
     look_back: int = 2  # tokens re-checked against each new chunk
-    max_tokens_per_chunk: int = 28
+    max_tokens_per_chunk: int = 12
+    max_tokens_per_s: float = 6.0  # speech runs at ~3 tokens/s; more is Whisper looping
     prompt_tokens: int = 32  # committed tokens carried into the next segment as <|startofprev|> context
     endpoint_silence_s: float | None = 0.8  # None: segments end only at 30 s and at the end of the signal
     vad_threshold: float = 0.5
@@ -62,6 +65,13 @@ class _Segment:
     @property
     def committed(self) -> int:
         return len(self.tokens)
+
+
+def _repeats(tokens: list[int], times: int = 3, longest: int = 4) -> bool:
+    """Whether the tokens end with an n-gram (n <= ``longest``) said ``times`` times in a row: a Whisper loop."""
+    return any(len(tokens) >= times * n and all(tokens[-n:] == tokens[len(tokens) - (k + 1) * n : len(tokens) - k * n]
+                                               for k in range(1, times))
+               for n in range(1, longest + 1))
 
 
 class WhisperSession:
@@ -160,9 +170,11 @@ class WhisperSession:
                 break
         state = self.model.decoder.rewind(state, torch.tensor([len(prefix) + len(seg.tokens)], device=self.device))
         scores = self._scores(logits[0, len(prefix) + len(seg.tokens) - 1], first=not seg.tokens)
+        budget = 8 + cfg.max_tokens_per_s * now_s
         for _ in range(cfg.max_tokens_per_chunk):
             token = int(scores.argmax())
-            if token == self.model.tokens.eot or len(prefix) + len(seg.tokens) >= self.model.decoder.token_capacity - 1:
+            if (token == self.model.tokens.eot or len(seg.tokens) >= budget or _repeats([*seg.tokens, token])
+                    or len(prefix) + len(seg.tokens) >= self.model.decoder.token_capacity - 1):
                 break
             seg.tokens.append(token)
             seg.logits.append(float(scores[token]))

@@ -61,7 +61,7 @@ def _fastconformer_systems(cfg: AsrQualityConfig) -> tuple[list[System], str]:
     for context in model.cfg.encoder.att_context_size:
         ms = model.cfg.encoder.lookahead_ms(context)
         rec = Recognizer(model, ms, cfg.decoder, EndpointConfig(enabled=False))
-        systems.append((f"{ms:g} ms", lambda audio, rec=rec: " ".join(e.text for e in rec.transcribe(audio) if e.final)))
+        systems.append((f"{ms:g}ms", lambda audio, rec=rec: " ".join(e.text for e in rec.transcribe(audio) if e.final)))
     title = f"{rec.decoder} decoder{', int8 encoder' if cfg.int8 else ''}, streaming sessions; asr.text normaliser"
     return systems, title
 

