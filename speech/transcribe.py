@@ -105,12 +105,14 @@ def _whisper(args: argparse.Namespace) -> Transcriber:
     from asr.whisper.offline import transcribe_offline
     from asr.whisper.streaming import StreamConfig, WhisperSession
 
-    if args.model == "whisper-offline" or args.offline:
-        model = load_causal_whisper(args.whisper, adapter=None)
-        return lambda audios: [[transcribe_offline(model, audio)] for audio in audios]
+    if args.model == "whisper-offline":
+        plain = load_causal_whisper(args.whisper, adapter=None)
+        return lambda audios: [[transcribe_offline(plain, audio)] for audio in audios]
     chunk_ms = round(args.chunk)
     cfg = StreamConfig(chunk_ms=chunk_ms, endpoint_silence_s=None if args.no_endpoint else 0.8)
     model = load_causal_whisper(args.whisper, chunk_ms, None if args.adapter == "none" else args.adapter)
+    if args.offline:  # the causal model's offline form: the same block mask over the whole signal
+        return lambda audios: [[transcribe_offline(model, audio, cfg.frames)] for audio in audios]
 
     def stream(audio: np.ndarray) -> list[Hypothesis]:
         session, piece = WhisperSession(model, cfg), int(PIECE_S * 16000)

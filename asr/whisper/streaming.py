@@ -11,7 +11,9 @@ of audio: Whisper's loops, which would otherwise be committed. A word's time is
 the end of the chunk at which its last token was first emitted (commit-time stamps).
 
 A segment ends at the end of an utterance (Silero VAD hears ``endpoint_silence_s`` of silence after
-speech), when the encoder's 30 s window is full, or at the end of the signal; the next segment starts with
+speech), at any pause once it is ``pause_after_s`` long (the adapter learned on short utterances, and
+30 s segments drift into repeating earlier audio), when the encoder's 30 s window is full, or at the end
+of the signal; the next segment starts with
 fresh caches and is prompted with the end of the committed text (``<|startofprev|>``). Chunks before any
 speech are not decoded and do not fill the window (Whisper invents text on silence).
 """
@@ -42,7 +44,8 @@ class StreamConfig:
     max_tokens_per_chunk: int = 12
     max_tokens_per_s: float = 6.0  # speech runs at ~3 tokens/s; more is Whisper looping
     prompt_tokens: int = 32  # committed tokens carried into the next segment as <|startofprev|> context
-    endpoint_silence_s: float | None = 0.8  # None: segments end only at 30 s and at the end of the signal
+    endpoint_silence_s: float | None = 0.8  # None: no end-of-utterance rule
+    pause_after_s: float = 15.0  # past this, a segment also ends at any pause (long segments drift into loops)
     vad_threshold: float = 0.5
 
     def __post_init__(self) -> None:
@@ -79,7 +82,8 @@ class WhisperSession:
 
     def __init__(self, model: CausalWhisper, cfg: StreamConfig = StreamConfig()) -> None:
         self.model, self.cfg = model, cfg
-        self.device = next(model.parameters()).device
+        weight = next(model.parameters())
+        self.device, self.dtype = weight.device, weight.dtype
         self.features = StreamingFeatures()
         self.pending = torch.zeros(model.encoder.hf.conv1.in_channels, 0)
         self.segment = _Segment()
@@ -88,13 +92,17 @@ class WhisperSession:
         self.chunks = 0
         self.finished = False
         self.vad = VADState()
-        self.silence_s = 0.0  # trailing non-speech, as far as the audio has arrived
+        self.vad_windows: list[bool] = []  # speech decisions of 32 ms windows not yet reached by a chunk
+        self.vad_consumed = 0  # windows already reached
+        self.chunks_taken = 0  # chunks taken from the stream, skipped ones included
+        self.silence_s = 0.0  # trailing non-speech up to the current chunk's end
         self.heard_speech = False  # in the open segment
+        self.preroll: Tensor | None = None  # the last skipped chunk: speech onsets straddle chunks
         self._reset_states()
 
     def _reset_states(self) -> None:
-        self.encoder_state: EncoderState = self.model.encoder.initial_state(1, device=self.device)
-        self.decoder_state: DecoderState = self.model.decoder.initial_state(1, device=self.device)
+        self.encoder_state: EncoderState = self.model.encoder.initial_state(1, self.dtype, self.device)
+        self.decoder_state: DecoderState = self.model.decoder.initial_state(1, self.dtype, self.device)
 
     # ---- audio in ----------------------------------------------------------------------------------
     def accept(self, audio: np.ndarray | Tensor) -> list[Hypothesis]:
@@ -103,10 +111,7 @@ class WhisperSession:
         audio = torch.as_tensor(np.asarray(audio, dtype=np.float32))
         if audio.ndim != 1:
             raise ValueError(f"audio must be mono samples [n], got shape {list(audio.shape)}")
-        for p in speech_probabilities(audio.numpy(), self.vad):
-            speech = p >= self.cfg.vad_threshold
-            self.silence_s = 0.0 if speech else self.silence_s + WINDOW / SAMPLE_RATE
-            self.heard_speech |= speech
+        self.vad_windows += [p >= self.cfg.vad_threshold for p in speech_probabilities(audio.numpy(), self.vad)]
         self.pending = torch.cat([self.pending, self.features.process(audio)], dim=1)
         return self._run(final=False)
 
@@ -126,20 +131,41 @@ class WhisperSession:
             chunk, self.pending = self.pending[:, :width], self.pending[:, width:]
             if chunk.shape[1] < width:  # padded with what silence looks like
                 chunk = torch.nn.functional.pad(chunk, (0, width - chunk.shape[1]), value=self.features.floor())
-            if int(self.encoder_state.length) + self.cfg.frames > self.model.encoder.capacity:
+            self._hear_until((self.chunks_taken + 1) * self.cfg.chunk_ms / 1000)
+            self.chunks_taken += 1
+            if int(self.encoder_state.length) + 2 * self.cfg.frames > self.model.encoder.capacity:
                 events += self._finalise()
-            if not self.heard_speech:  # silence before the segment's speech: skip it
+            if not self.heard_speech:  # silence before the segment's speech: skip it (one chunk kept as pre-roll)
                 self.segment.start_s += self.cfg.chunk_ms / 1000
+                self.preroll = chunk
                 continue
-            encoded, self.encoder_state = self.model.encoder.stream(chunk[None].to(self.device), self.encoder_state)
-            self.decoder_state = self.model.decoder.extend_audio(encoded, self.decoder_state)
-            self.chunks += 1
+            if self.preroll is not None:  # the chunk before the onset, encoded but not decoded on its own
+                self.segment.start_s -= self.cfg.chunk_ms / 1000
+                self._encode(self.preroll)
+                self.preroll = None
+            self._encode(chunk)
             if self._decode(self.chunks * self.cfg.chunk_ms / 1000):
                 events.append(self._hypothesis(final=False))
             endpoint = self.cfg.endpoint_silence_s
-            if endpoint is not None and self.segment.tokens and self.silence_s >= endpoint and not final:
-                events += self._finalise()
+            long_enough = self.chunks * self.cfg.chunk_ms / 1000 >= self.cfg.pause_after_s
+            if not final and self.silence_s > 0 and (long_enough or endpoint is not None and self.silence_s >= endpoint):
+                events += self._finalise()  # a segment without tokens (noise) ends too, silently
         return events
+
+    def _hear_until(self, time_s: float) -> None:
+        """Takes the VAD decisions of the windows that end by ``time_s`` (the current chunk's end)."""
+        reached = min(len(self.vad_windows), int(time_s * SAMPLE_RATE) // WINDOW - self.vad_consumed)
+        for speech in self.vad_windows[:max(0, reached)]:
+            self.silence_s = 0.0 if speech else self.silence_s + WINDOW / SAMPLE_RATE
+            self.heard_speech |= speech
+        del self.vad_windows[:max(0, reached)]
+        self.vad_consumed += max(0, reached)
+
+    def _encode(self, chunk: Tensor) -> None:
+        encoded, self.encoder_state = self.model.encoder.stream(chunk[None].to(self.device, self.dtype),
+                                                                self.encoder_state)
+        self.decoder_state = self.model.decoder.extend_audio(encoded, self.decoder_state)
+        self.chunks += 1
 
     # ---- decoding ----------------------------------------------------------------------------------
     def _prefix(self) -> list[int]:
@@ -210,5 +236,6 @@ class WhisperSession:
         self.segment = _Segment(index=self.segment.index + 1, start_s=start)
         self.committed, self.chunks = 0, 0
         self.heard_speech = self.silence_s == 0.0
+        self.preroll = None
         self._reset_states()
         return final

@@ -75,8 +75,9 @@ def _whisper_systems(cfg: AsrQualityConfig) -> tuple[list[System], str]:
 
     def streaming(model, chunk_ms: int) -> Callable[[np.ndarray], str]:
         def run(audio: np.ndarray) -> str:
-            session = WhisperSession(model, StreamConfig(chunk_ms=chunk_ms))
-            return " ".join(e.text for e in session.accept(audio) + session.finish() if e.final)
+            session, piece = WhisperSession(model, StreamConfig(chunk_ms=chunk_ms)), 1600  # 100 ms pieces
+            events = [e for i in range(0, len(audio), piece) for e in session.accept(audio[i : i + piece])]
+            return " ".join(e.text for e in events + session.finish() if e.final)
         return run
 
     offline = load_causal_whisper(cfg.whisper, adapter=None)

@@ -61,11 +61,12 @@ class WhisperTrainConfig:
 class _Interleaved(torch.utils.data.IterableDataset):
     """Utterances of all packs, drawn at random from each in turn (every loader worker takes its share)."""
 
-    def __init__(self, cfg: WhisperTrainConfig, epoch: int) -> None:
-        self.sets = [PackedDataset(p, seed=cfg.seed + i, max_seconds=cfg.max_seconds) for i, p in enumerate(cfg.packs)]
+    def __init__(self, cfg: WhisperTrainConfig, epoch: int, salt: int) -> None:
+        seed = cfg.seed + 7919 * salt  # a resumed call draws a new order, not the previous call's first batches
+        self.sets = [PackedDataset(p, seed=seed + i, max_seconds=cfg.max_seconds) for i, p in enumerate(cfg.packs)]
         for s in self.sets:
             s.set_epoch(epoch)
-        self.seed = cfg.seed + epoch
+        self.seed = seed + epoch
 
     def __iter__(self):
         streams, rng = [iter(s) for s in self.sets], random.Random(self.seed)
@@ -77,8 +78,8 @@ class _Interleaved(torch.utils.data.IterableDataset):
                 streams.remove(stream)
 
 
-def _batches(cfg: WhisperTrainConfig, epoch: int) -> torch.utils.data.DataLoader:
-    return torch.utils.data.DataLoader(_Interleaved(cfg, epoch), batch_size=cfg.batch_size, collate_fn=collate,
+def _batches(cfg: WhisperTrainConfig, epoch: int, salt: int) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(_Interleaved(cfg, epoch, salt), batch_size=cfg.batch_size, collate_fn=collate,
                                        num_workers=cfg.workers)
 
 
@@ -169,9 +170,10 @@ def run(cfg: WhisperTrainConfig) -> dict:
 
     bar = tqdm(total=cfg.total_steps, initial=step, mininterval=20, file=sys.stderr, desc="train")
     deadline, audio_seconds, saved_at = start_time + 60 * cfg.minutes, 0.0, time.time()
+    first_step = step
     while step < cfg.total_steps and time.time() < deadline:
         model.train()
-        for batch in _batches(cfg, epoch):
+        for batch in _batches(cfg, epoch, first_step):
             for group in optim.param_groups:
                 group["lr"] = warmup_cosine(step, cfg.lr, cfg.warmup_steps, cfg.total_steps, cfg.min_lr)
             timed = [timed_tokens(model.tokens, text, words, int(n) / 16000)
