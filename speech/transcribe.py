@@ -103,7 +103,7 @@ def _fastconformer(args: argparse.Namespace) -> Transcriber:
 def _whisper(args: argparse.Namespace) -> Transcriber:
     """Causal streaming Whisper (one session per file, fed 100 ms pieces) or plain offline Whisper."""
     from asr.whisper.offline import transcribe_offline
-    from asr.whisper.streaming import StreamConfig, WhisperSession
+    from asr.whisper.streaming import StreamConfig, stream_signal
 
     if args.model == "whisper-offline":
         plain = load_causal_whisper(args.whisper, adapter=None)
@@ -113,13 +113,7 @@ def _whisper(args: argparse.Namespace) -> Transcriber:
     model = load_causal_whisper(args.whisper, chunk_ms, None if args.adapter == "none" else args.adapter)
     if args.offline:  # the causal model's offline form: the same block mask over the whole signal
         return lambda audios: [[transcribe_offline(model, audio, cfg.frames)] for audio in audios]
-
-    def stream(audio: np.ndarray) -> list[Hypothesis]:
-        session, piece = WhisperSession(model, cfg), int(PIECE_S * 16000)
-        events = [e for i in range(0, len(audio), piece) for e in session.accept(audio[i : i + piece])]
-        return events + session.finish()
-
-    return lambda audios: [stream(audio) for audio in audios]
+    return lambda audios: [stream_signal(model, audio, cfg, PIECE_S) for audio in audios]
 
 
 def _emit(transcriber: Transcriber, batch: list[tuple[str, np.ndarray]], args: argparse.Namespace, out) -> None:

@@ -84,6 +84,8 @@ class WhisperSession:
         self.model, self.cfg = model, cfg
         weight = next(model.parameters())
         self.device, self.dtype = weight.device, weight.dtype
+        self.suppress = torch.tensor(model.tokens.suppress, device=self.device)  # once, not per token
+        self.suppress_begin = torch.tensor(model.tokens.suppress_begin, device=self.device)
         self.features = StreamingFeatures()
         self.pending = torch.zeros(model.encoder.hf.conv1.in_channels, 0)
         self.segment = _Segment()
@@ -175,9 +177,9 @@ class WhisperSession:
 
     def _scores(self, logits: Tensor, first: bool) -> Tensor:
         scores = logits.float().clone()
-        scores[..., self.model.tokens.suppress] = -torch.inf
+        scores[..., self.suppress] = -torch.inf
         if first:
-            scores[..., self.model.tokens.suppress_begin] = -torch.inf
+            scores[..., self.suppress_begin] = -torch.inf
         return scores
 
     def _decode(self, now_s: float) -> bool:
@@ -239,3 +241,11 @@ class WhisperSession:
         self.preroll = None
         self._reset_states()
         return final
+
+
+def stream_signal(model: CausalWhisper, audio: np.ndarray, cfg: StreamConfig = StreamConfig(),
+                  piece_s: float = 0.1) -> list[Hypothesis]:
+    """A whole signal through one session in ``piece_s`` pieces, as live audio would arrive; every event."""
+    session, piece = WhisperSession(model, cfg), max(1, round(piece_s * SAMPLE_RATE))
+    events = [e for i in range(0, len(audio), piece) for e in session.accept(audio[i : i + piece])]
+    return events + session.finish()

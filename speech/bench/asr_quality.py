@@ -69,16 +69,13 @@ def _fastconformer_systems(cfg: AsrQualityConfig) -> tuple[list[System], str]:
 def _whisper_systems(cfg: AsrQualityConfig) -> tuple[list[System], str]:
     """Offline Whisper (upper bound), then per chunk size the causal model without and with LoRA."""
     from asr.whisper.offline import transcribe_offline
-    from asr.whisper.streaming import CHUNKS_MS, StreamConfig, WhisperSession
+    from asr.whisper.streaming import CHUNKS_MS, StreamConfig, stream_signal
 
     from ..whisper_models import load_causal_whisper, shipped_adapter
 
     def streaming(model, chunk_ms: int) -> Callable[[np.ndarray], str]:
-        def run(audio: np.ndarray) -> str:
-            session, piece = WhisperSession(model, StreamConfig(chunk_ms=chunk_ms)), 1600  # 100 ms pieces
-            events = [e for i in range(0, len(audio), piece) for e in session.accept(audio[i : i + piece])]
-            return " ".join(e.text for e in events + session.finish() if e.final)
-        return run
+        cfg = StreamConfig(chunk_ms=chunk_ms)
+        return lambda audio: " ".join(e.text for e in stream_signal(model, audio, cfg) if e.final)
 
     offline = load_causal_whisper(cfg.whisper, adapter=None)
     systems: list[System] = [(f"offline {cfg.whisper}", lambda audio: transcribe_offline(offline, audio).text)]

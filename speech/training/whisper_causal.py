@@ -24,7 +24,7 @@ from asr.whisper.features import HOP, causal_features
 from asr.whisper.labels import TimedTokens, prefix_target, timed_tokens
 from asr.whisper.lora import add_lora, lora_state, save_adapter
 from asr.whisper.model import CausalWhisper
-from asr.whisper.streaming import StreamConfig, WhisperSession
+from asr.whisper.streaming import StreamConfig, stream_signal
 
 from ..corpus.loader import PackedDataset, collate
 from .recipe import load_recipe, warmup_cosine
@@ -128,8 +128,7 @@ def validate(model: CausalWhisper, cfg: WhisperTrainConfig) -> dict[str, float]:
     for chunk_ms in cfg.chunk_ms:
         hyps = []
         for u in utts:
-            session = WhisperSession(model, StreamConfig(chunk_ms=chunk_ms))
-            events = session.accept(u.audio) + session.finish()
+            events = stream_signal(model, u.audio, StreamConfig(chunk_ms=chunk_ms))
             hyps.append(normaliser(" ".join(e.text for e in events if e.final)))
         results[f"{chunk_ms}ms"] = round(100 * wer([normaliser(u.text) for u in utts], hyps), 2)
     return results
