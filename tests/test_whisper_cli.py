@@ -71,8 +71,9 @@ def test_causal_offline_form_runs_the_block_mask_over_the_whole_signal(jfk, caps
     assert wer([JFK_TEXT], [capsys.readouterr().out]) < 0.4
 
 
-def test_committed_tokens_never_change(jfk):
-    """The stability rule: every partial extends the previous one's committed part (all but look_back tokens)."""
+def test_committed_tokens_and_words_never_change(jfk):
+    """The stability rule: every partial extends the previous one's committed tokens (at least all but the
+    look_back tail) and its committed (``stable``) words, which only grow; a final commits every word."""
     model = load_causal_whisper("base", 300)
     audio = read_audio(jfk, sample_rate=16000)[0]
     session = WhisperSession(model, StreamConfig(chunk_ms=300, look_back=2))
@@ -81,11 +82,15 @@ def test_committed_tokens_never_change(jfk):
     whole = WhisperSession(model, StreamConfig(chunk_ms=300, look_back=2))  # VAD decisions follow the chunks
     at_once = [e for e in whole.accept(np.concatenate([audio, np.zeros(16000, np.float32)])) + whole.finish()]
     assert [e.text for e in at_once if e.final] == [e.text for e in events if e.final]
+    assert all(e.stable == len(e.words) for e in events if e.final)
+    assert any(0 < e.stable < len(e.words) for e in events if not e.final)  # words commit before the segment ends
     for before, after in itertools.pairwise(events):
         if after.segment != before.segment:
             continue
         committed = before.tokens[: max(0, len(before.tokens) - 2)]
         assert after.tokens[: len(committed)] == committed
+        assert after.stable >= before.stable
+        assert [w.text for w in after.words[: before.stable]] == [w.text for w in before.words[: before.stable]]
 
 
 def test_clear_errors(jfk, capsys):

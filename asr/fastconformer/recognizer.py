@@ -76,8 +76,9 @@ class Recognizer:
         frame_s = self.model.frame_seconds
         words = self.model.tokenizer.words([(t, f * frame_s) for t, f in tokens], frame_s)
         ids = tuple(t for t, _ in tokens)
+        # greedy tokens are never revised, but the last word can still grow by a continuation piece
         return Hypothesis(self.model.tokenizer.decode(list(ids)).strip(), tuple(Word(*w) for w in words), final,
-                          segment, ids)
+                          segment, ids, len(words) if final else max(0, len(words) - 1))
 
     @torch.inference_mode()
     def transcribe_offline(self, audios: list[np.ndarray]) -> list[Hypothesis]:

@@ -3,9 +3,13 @@
 Every chunk (100, 200 or 300 ms of audio, complete 2.5 ms after its end) runs the encoder step and appends
 its frames to the decoder's cross-attention cache. The decoder then re-reads the segment's tokens against
 all the audio so far (one parallel pass; a stale cache would have seen less audio than a fresh decode)
-and applies CarelessWhisper's stability rule to the last ``look_back`` tokens of the previous hypothesis:
-a token stays if its new logit did not fall or it is still the argmax; from the first that fails, the tail
-is decoded again. Tokens before the last ``look_back`` are committed and never change. Decoding stops at
+and applies CarelessWhisper's stability rule to the open tail (at most the last ``look_back`` tokens) of
+the previous hypothesis: a token stays if its new logit did not fall or it is still the argmax; from the
+first that fails, the tail is decoded again. A token is committed, and never changes, once it has passed
+``confirmations`` re-checks against newer audio or once ``look_back`` tokens follow it. A word is committed
+(a hypothesis's ``stable`` words) when its tokens are and a new word or end-of-text follows it; from then on
+the decoder may not continue it (tokens without a leading space are barred at that position), so committed
+words never change. Decoding stops at
 end-of-text, at a word said three times in a row (n-grams up to 4 tokens) and beyond 6 tokens per second
 of audio: Whisper's loops, which would otherwise be committed. A word's time is
 the end of the chunk at which its last token was first emitted (commit-time stamps).
@@ -40,7 +44,8 @@ CHUNKS_MS = (100, 200, 300)
 @dataclass(frozen=True)
 class StreamConfig:
     chunk_ms: int = 300
-    look_back: int = 2  # tokens re-checked against each new chunk
+    look_back: int = 2  # the open tail: at most this many tokens are re-checked against each new chunk
+    confirmations: int = 1  # re-checks a token must pass to be committed before it leaves the open tail
     max_tokens_per_chunk: int = 12
     max_tokens_per_s: float = 6.0  # speech runs at ~3 tokens/s; more is Whisper looping
     prompt_tokens: int = 32  # committed tokens carried into the next segment as <|startofprev|> context
@@ -64,10 +69,9 @@ class _Segment:
     tokens: list[int] = field(default_factory=list)
     logits: list[float] = field(default_factory=list)  # each token's logit when it was chosen
     emitted_s: list[float] = field(default_factory=list)  # when each token was first emitted
-
-    @property
-    def committed(self) -> int:
-        return len(self.tokens)
+    checks: list[int] = field(default_factory=list)  # re-checks each token has passed
+    committed: int = 0  # tokens that will not change
+    stable_end: int = 0  # tokens up to the end of the last committed word (a word boundary)
 
 
 def _repeats(tokens: list[int], times: int = 3, longest: int = 4) -> bool:
@@ -86,10 +90,10 @@ class WhisperSession:
         self.device, self.dtype = weight.device, weight.dtype
         self.suppress = torch.tensor(model.tokens.suppress, device=self.device)  # once, not per token
         self.suppress_begin = torch.tensor(model.tokens.suppress_begin, device=self.device)
+        self.continuations = torch.tensor(model.tokens.continuations, device=self.device)
         self.features = StreamingFeatures()
         self.pending = torch.zeros(model.encoder.hf.conv1.in_channels, 0)
         self.segment = _Segment()
-        self.committed = 0
         self.context: list[int] = []
         self.chunks = 0
         self.finished = False
@@ -175,29 +179,33 @@ class WhisperSession:
         context = [tokens.sot_prev, *self.context[-self.cfg.prompt_tokens :]] if self.context else []
         return context + tokens.prompt()
 
-    def _scores(self, logits: Tensor, first: bool) -> Tensor:
+    def _scores(self, logits: Tensor, position: int) -> Tensor:
+        """Logits of the token at ``position`` of the segment, with what may not come there barred."""
         scores = logits.float().clone()
         scores[..., self.suppress] = -torch.inf
-        if first:
+        if position == 0:
             scores[..., self.suppress_begin] = -torch.inf
+        elif position == self.segment.stable_end:  # right after a committed word: a new word or the end
+            scores[..., self.continuations] = -torch.inf
         return scores
 
     def _decode(self, now_s: float) -> bool:
-        """Re-checks the open tail against the new audio and continues greedily; True if the text changed."""
+        """Re-checks the open tail against the new audio and continues greedily; True if the text or the
+        committed part changed."""
         seg, cfg = self.segment, self.cfg
         prefix = self._prefix()
-        before = list(seg.tokens)
+        before = (list(seg.tokens), seg.stable_end)
         state = self.model.decoder.rewind(self.decoder_state, torch.zeros(1, dtype=torch.int64, device=self.device))
         logits, state = self.model.decoder.step(torch.tensor([prefix + seg.tokens], device=self.device), state)
-        positions = range(max(self.committed, len(seg.tokens) - cfg.look_back), len(seg.tokens))
-        for i in positions:  # the stability rule on the open tail
-            scores = self._scores(logits[0, len(prefix) + i - 1], first=i == 0)
+        for i in range(seg.committed, len(seg.tokens)):  # the stability rule on the open tail
+            scores = self._scores(logits[0, len(prefix) + i - 1], i)
             token = seg.tokens[i]
             if not (scores[token] >= seg.logits[i] or int(scores.argmax()) == token):
-                del seg.tokens[i:], seg.logits[i:], seg.emitted_s[i:]
+                del seg.tokens[i:], seg.logits[i:], seg.emitted_s[i:], seg.checks[i:]
                 break
+            seg.checks[i] += 1
         state = self.model.decoder.rewind(state, torch.tensor([len(prefix) + len(seg.tokens)], device=self.device))
-        scores = self._scores(logits[0, len(prefix) + len(seg.tokens) - 1], first=not seg.tokens)
+        scores = self._scores(logits[0, len(prefix) + len(seg.tokens) - 1], len(seg.tokens))
         budget = 8 + cfg.max_tokens_per_s * now_s
         for _ in range(cfg.max_tokens_per_chunk):
             token = int(scores.argmax())
@@ -207,28 +215,46 @@ class WhisperSession:
             seg.tokens.append(token)
             seg.logits.append(float(scores[token]))
             seg.emitted_s.append(now_s)
+            seg.checks.append(0)
             step_logits, state = self.model.decoder.step(torch.tensor([[token]], device=self.device), state)
-            scores = self._scores(step_logits[0, -1], first=False)
+            scores = self._scores(step_logits[0, -1], len(seg.tokens))
         self.decoder_state = state
-        self.committed = max(self.committed, len(seg.tokens) - cfg.look_back)
-        return seg.tokens != before
+        self._commit(ended=token == self.model.tokens.eot)
+        return (seg.tokens, seg.stable_end) != before
+
+    def _commit(self, ended: bool) -> None:
+        """Advances the committed tokens and the committed words (see the module's docstring)."""
+        seg, cfg = self.segment, self.cfg
+        confirmed = seg.committed
+        while confirmed < len(seg.tokens) and seg.checks[confirmed] >= cfg.confirmations:
+            confirmed += 1
+        seg.committed = max(seg.committed, confirmed, len(seg.tokens) - cfg.look_back)
+        starts = [i for i in range(seg.stable_end + 1, seg.committed + 1)
+                  if i < len(seg.tokens) and self.model.tokens.piece(seg.tokens[i]).startswith(" ")
+                  or i == len(seg.tokens) and ended]  # a new word, or end-of-text, follows token i - 1
+        seg.stable_end = max([seg.stable_end, *starts])
 
     # ---- output ----------------------------------------------------------------------------------
-    def _words(self) -> tuple[Word, ...]:
+    def _words(self) -> tuple[tuple[Word, ...], int]:
+        """The segment's words, and how many of them are committed."""
         words: list[Word] = []
-        pieces = [(self.model.tokens.piece(t), s) for t, s in zip(self.segment.tokens, self.segment.emitted_s,
-                                                                 strict=True)]
-        for piece, emitted in pieces:
+        ends: list[int] = []  # each word's end, in tokens
+        for i, (token, emitted) in enumerate(zip(self.segment.tokens, self.segment.emitted_s, strict=True)):
+            piece, at = self.model.tokens.piece(token), self.segment.start_s + emitted
             if not words or piece.startswith(" "):
-                words.append(Word(piece.strip(), self.segment.start_s + emitted, self.segment.start_s + emitted))
+                words.append(Word(piece.strip(), at, at))
+                ends.append(i + 1)
             else:
-                last = words[-1]
-                words[-1] = Word(last.text + piece, last.start, self.segment.start_s + emitted)
-        return tuple(w for w in words if w.text)
+                words[-1] = Word(words[-1].text + piece, words[-1].start, at)
+                ends[-1] = i + 1
+        kept = [(w, end) for w, end in zip(words, ends, strict=True) if w.text]
+        return tuple(w for w, _ in kept), sum(end <= self.segment.stable_end for _, end in kept)
 
     def _hypothesis(self, final: bool) -> Hypothesis:
         seg = self.segment
-        return Hypothesis(self.model.tokens.decode(seg.tokens), self._words(), final, seg.index, tuple(seg.tokens))
+        words, stable = self._words()
+        return Hypothesis(self.model.tokens.decode(seg.tokens), words, final, seg.index, tuple(seg.tokens),
+                          len(words) if final else stable)
 
     def _finalise(self) -> list[Hypothesis]:
         """Commits the whole segment and starts the next one with fresh caches (30 s is Whisper's window)."""
@@ -236,7 +262,7 @@ class WhisperSession:
         self.context = (self.context + self.segment.tokens)[-self.cfg.prompt_tokens :]
         start = self.segment.start_s + self.chunks * self.cfg.chunk_ms / 1000
         self.segment = _Segment(index=self.segment.index + 1, start_s=start)
-        self.committed, self.chunks = 0, 0
+        self.chunks = 0
         self.heard_speech = self.silence_s == 0.0
         self.preroll = None
         self._reset_states()

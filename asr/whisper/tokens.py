@@ -31,6 +31,8 @@ class WhisperTokens:
         self.suppress = sorted(set(suppress) | {self.transcribe, self.translate, self.sot, self.sot_prev,
                                                  self.sot_lm, self.no_speech})
         self.suppress_begin = sorted(set(begin))
+        # text tokens that continue the previous word (no leading space): barred right after a committed word
+        self.continuations = sorted(i for piece, i in self.bpe.get_vocab().items() if i < self.eot and not piece.startswith("Ġ"))
 
     def _suppression(self, directory: Path) -> tuple[list[int], list[int]]:
         """The model's own suppression lists (CTranslate2's config, or a Hugging Face generation config)."""

@@ -88,7 +88,7 @@ def _whisper_systems(cfg: AsrQualityConfig) -> tuple[list[System], str]:
     return systems, "greedy, streaming sessions in 100 ms pieces; Whisper's EnglishTextNormalizer (whisper_normalizer)"
 
 
-def _whisper_wer(refs: list[str], hyps: list[str]) -> float:
+def whisper_wer(refs: list[str], hyps: list[str]) -> float:
     import jiwer
     from whisper_normalizer.english import EnglishTextNormalizer
 
@@ -101,7 +101,7 @@ def _whisper_wer(refs: list[str], hyps: list[str]) -> float:
 def main(cfg: AsrQualityConfig, json_path: str) -> dict:
     whisper = cfg.model in ("whisper-causal", "whisper-offline")
     systems, title = _whisper_systems(cfg) if whisper else _fastconformer_systems(cfg)
-    score = _whisper_wer if whisper else wer
+    score = whisper_wer if whisper else wer
     folders = {"real": Path(cfg.real), "synth": Path(cfg.synth)}
     sets, skipped = {}, {}
     for name, (folder, file, split) in SETS.items():

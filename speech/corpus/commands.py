@@ -80,6 +80,14 @@ def _pack(args: argparse.Namespace) -> int:
     return 0
 
 
+def _whisper_labels(args: argparse.Namespace) -> int:
+    from .whisper_labels import relabel_pack
+
+    counts = relabel_pack(args.pack, args.out, args.synth_manifest)
+    print(", ".join(f"{what}: {n}" for what, n in sorted(counts.items())) + f" -> {args.out}")
+    return 0
+
+
 def add_corpus(subparsers) -> None:
     corpus = subparsers.add_parser("corpus", help="build the training and evaluation corpora")
     which = corpus.add_subparsers(dest="corpus", metavar="STEP", required=True)
@@ -116,5 +124,12 @@ def add_corpus(subparsers) -> None:
     p.add_argument("--splits", nargs="+", default=["train"])
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_clear_errors(_pack))
+
+    w = which.add_parser("whisper-labels", help="a pack relabelled in Whisper's written style, with word times")
+    w.add_argument("pack")
+    w.add_argument("--out", required=True)
+    w.add_argument("--synth-manifest", default="corpora/synth/manifest.jsonl",
+                   help="where the synthetic utterances' written text is (extra.written)")
+    w.set_defaults(func=_clear_errors(_whisper_labels))
 
 

@@ -76,7 +76,12 @@ def force_align(words: list[str], audio: np.ndarray) -> list[TimedWord]:
     padded[:, :num_frames] = features[:, :num_frames]
     encoded = model.encode(padded)
     tokens = tokenizer.encode(" " + " ".join(words))
-    aligned = model.find_alignment(tokenizer, [tokens], encoded, num_frames)[0]
+    aligned = []
+    for piece in model.find_alignment(tokenizer, [tokens], encoded, num_frames)[0]:
+        if aligned and not piece["word"].startswith(" "):  # punctuation comes apart; it belongs to its word
+            aligned[-1] = {**aligned[-1], "word": aligned[-1]["word"] + piece["word"]}
+        else:
+            aligned.append(piece)
     if len(aligned) != len(words):
         raise ValueError(f"Whisper split {len(words)} words into {len(aligned)}: "
                          f"{[a['word'] for a in aligned]}")
