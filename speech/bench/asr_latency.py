@@ -13,6 +13,7 @@ spelling (case and punctuation aside); a word that matches none has no latency b
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+import torch
 
 from ..audio import read_audio
 from ..corpus.manifest import audio_path, read_manifest
@@ -44,7 +46,7 @@ class AsrLatencyConfig:
     chunk_ms: int = 300
     adapter: str | None = "shipped"  # 'shipped', a directory, or None (causal Whisper without LoRA)
     la2_min_chunk_s: float = 1.0  # whisper_streaming's default --min-chunk-size
-    threads: int = field(default_factory=lambda: int(os.environ.get("OMP_NUM_THREADS", 0)) or os.cpu_count() or 1)
+    threads: int = field(default_factory=torch.get_num_threads)  # both systems get the same
 
 
 class StreamingSystem(Protocol):
@@ -113,7 +115,7 @@ class LocalAgreementSystem:
     def start(self) -> None:
         from whisperlivekit.local_agreement.online_asr import OnlineASRProcessor
 
-        self.online = OnlineASRProcessor(self.asr, logfile=open(os.devnull, "w"))
+        self.online = OnlineASRProcessor(self.asr, logfile=io.StringIO())  # its progress lines, unread
 
     @staticmethod
     def _words(tokens) -> list[str]:
@@ -223,8 +225,6 @@ def _summary(runs: list[Run], items: list[Utterance]) -> dict:
 
 
 def main(cfg: AsrLatencyConfig, json_path: str) -> dict:
-    import torch
-
     torch.set_num_threads(cfg.threads)
     sets, skipped = load_sets(cfg)
     if not sets:
