@@ -13,6 +13,11 @@ if [ "${1:-}" = "--fetch" ]; then
     pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
         --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
         -d "$WHEELS" soxr soundfile cffi pycparser sentencepiece whisper-normalizer more-itertools
+    # silero-vad (streaming Whisper's VAD) is an 11 MB wheel of model variants: keep its code and the one ONNX
+    # model asr/vad.py loads, as a folder on PYTHONPATH (device_train_whisper.sh adds $WHEELS/site)
+    rm -rf "$WHEELS/site" && pip download -q --no-deps -d "$WHEELS/tmp" silero-vad
+    pip install -q --no-deps --target "$WHEELS/site" "$WHEELS"/tmp/silero_vad-*.whl && rm -rf "$WHEELS/tmp"
+    find "$WHEELS/site/silero_vad/data" -type f ! -name silero_vad.onnx -delete
     exit 0
 fi
 
