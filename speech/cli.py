@@ -52,6 +52,16 @@ def _bench_asr_fastconformer(args: argparse.Namespace) -> int:
     return 0
 
 
+def _reported(command: str, run, *errors: type[Exception]) -> int:
+    """Runs ``run()``; the expected ``errors`` become one line on stderr and exit status 2."""
+    try:
+        run()
+    except errors as error:
+        print(f"speech {command}: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def _bench_asr_quality(args: argparse.Namespace) -> int:
     from .asr_models import ModelNotFound
     from .bench import asr_quality
@@ -59,12 +69,8 @@ def _bench_asr_quality(args: argparse.Namespace) -> int:
 
     cfg = asr_quality.AsrQualityConfig(args.model, args.real, args.synth, args.max_utterances, args.decoder, args.int8,
                                        args.whisper, tuple(args.chunks))
-    try:
-        asr_quality.main(cfg, args.json)
-    except (ModelNotFound, WhisperNotFound, ValueError) as error:
-        print(f"speech bench asr-quality: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return _reported("bench asr-quality", lambda: asr_quality.main(cfg, args.json), ModelNotFound, WhisperNotFound,
+                     ValueError)
 
 
 def _bench_asr_latency(args: argparse.Namespace) -> int:
@@ -74,12 +80,8 @@ def _bench_asr_latency(args: argparse.Namespace) -> int:
     adapter = None if args.adapter == "none" else args.adapter
     cfg = asr_latency.AsrLatencyConfig(args.real, tuple(args.sets), args.max_utterances, args.whisper, args.chunk,
                                        adapter, args.la2_min_chunk)
-    try:
-        asr_latency.main(cfg, args.json)
-    except (WhisperNotFound, ValueError, RuntimeError) as error:
-        print(f"speech bench asr-latency: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return _reported("bench asr-latency", lambda: asr_latency.main(cfg, args.json), WhisperNotFound, ValueError,
+                     RuntimeError)
 
 
 def _add_bench(subparsers) -> None:
