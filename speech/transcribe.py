@@ -152,7 +152,8 @@ def _print_events(name: str, events: list[Hypothesis], fmt: str) -> None:
     for e in events:
         if fmt == "json":
             print(json.dumps({"file": name, "final": e.final, "segment": e.segment, "text": e.text,
-                              "words": [[w.text, round(w.start, 2), round(w.end, 2)] for w in e.words]}), flush=True)
+                              "words": [[w.text, round(w.start, 2), round(w.end, 2)] for w in e.words],
+                              "stable": e.stable}), flush=True)
         elif e.final:
             words = " ".join(f"{w.text}[{w.start:.2f}-{w.end:.2f}]" for w in e.words)
             print(f"{name}\tfinal\t{e.text}\t{words}", flush=True)

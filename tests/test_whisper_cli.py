@@ -57,6 +57,7 @@ def test_causal_whisper_with_the_shipped_adapter_streams_jfk(jfk, capsys):
     finals = [e for e in events if e["final"]]
     assert len(finals) >= 2 and [e["segment"] for e in finals] == sorted({e["segment"] for e in finals})
     assert sum(not e["final"] for e in events) >= 5
+    assert all(e["stable"] == len(e["words"]) if e["final"] else 0 <= e["stable"] <= len(e["words"]) for e in events)
     starts = [w[1] for e in finals for w in e["words"]]
     assert starts == sorted(starts) and 0 < starts[0] and finals[-1]["words"][-1][2] <= 11.3
     with_lora = wer([JFK_TEXT], [" ".join(e["text"] for e in finals)])
