@@ -6,13 +6,12 @@ One onnxruntime session serves every stream; a stream's state is the model's rec
 
 from __future__ import annotations
 
-import importlib.resources
 from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
 
-from streaming.backend import onnx_cpu_session
+from streaming.backend import packaged_onnx_session
 
 WINDOW = 512  # samples at 16 kHz: 32 ms
 CONTEXT = 64
@@ -27,11 +26,7 @@ class VADState:
 
 @lru_cache(maxsize=1)
 def _session():
-    try:
-        path = importlib.resources.files("silero_vad") / "data" / "silero_vad.onnx"
-    except ModuleNotFoundError as error:
-        raise ModuleNotFoundError("voice activity needs the PyPI package silero-vad (pip install -e .[whisper])") from error
-    return onnx_cpu_session(str(path))
+    return packaged_onnx_session("silero_vad", "data/silero_vad.onnx", "voice activity", "whisper")
 
 
 def speech_probabilities(audio: np.ndarray, state: VADState) -> list[float]:

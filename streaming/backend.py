@@ -100,6 +100,19 @@ class TorchBackend:
             torch.cuda.synchronize(self.device)
 
 
+def packaged_onnx_session(package: str, resource: str, needed_by: str, pip_extra: str):
+    """``onnx_cpu_session`` of an ONNX model shipped inside a PyPI package (``resource``: its path there);
+    a missing package is a ``ModuleNotFoundError`` that says which package ``needed_by`` needs and how to get it."""
+    import importlib.resources
+
+    try:
+        path = importlib.resources.files(package).joinpath(*resource.split("/"))
+    except ModuleNotFoundError as error:
+        raise ModuleNotFoundError(f"{needed_by} needs the PyPI package {package.replace('_', '-')} "
+                                  f"(pip install -e .[{pip_extra}])") from error
+    return onnx_cpu_session(str(path))
+
+
 def onnx_cpu_session(path: str, threads: int = 1):
     """An onnxruntime CPU session for a small model that many streams share (one intra-op thread each)."""
     import onnxruntime

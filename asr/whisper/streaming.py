@@ -230,7 +230,7 @@ class WhisperSession:
             confirmed += 1
         seg.committed = max(seg.committed, confirmed, len(seg.tokens) - cfg.look_back)
         starts = [i for i in range(seg.stable_end + 1, seg.committed + 1)
-                  if i < len(seg.tokens) and self.model.tokens.piece(seg.tokens[i]).startswith(" ")
+                  if i < len(seg.tokens) and self.model.tokens.starts_word(seg.tokens[i])
                   or i == len(seg.tokens) and ended]  # a new word, or end-of-text, follows token i - 1
         seg.stable_end = max([seg.stable_end, *starts])
 
@@ -241,7 +241,7 @@ class WhisperSession:
         ends: list[int] = []  # each word's end, in tokens
         for i, (token, emitted) in enumerate(zip(self.segment.tokens, self.segment.emitted_s, strict=True)):
             piece, at = self.model.tokens.piece(token), self.segment.start_s + emitted
-            if not words or piece.startswith(" "):
+            if not words or self.model.tokens.starts_word(token):
                 words.append(Word(piece.strip(), at, at))
                 ends.append(i + 1)
             else:

@@ -33,6 +33,7 @@ class WhisperTokens:
         self.suppress_begin = sorted(set(begin))
         # text tokens that continue the previous word (no leading space): barred right after a committed word
         self.continuations = sorted(i for piece, i in self.bpe.get_vocab().items() if i < self.eot and not piece.startswith("Ġ"))
+        self._continuations = frozenset(self.continuations)
 
     def _suppression(self, directory: Path) -> tuple[list[int], list[int]]:
         """The model's own suppression lists (CTranslate2's config, or a Hugging Face generation config)."""
@@ -53,6 +54,10 @@ class WhisperTokens:
 
     def decode(self, ids: list[int]) -> str:
         return self.bpe.decode([i for i in ids if i < self.eot]).strip()
+
+    def starts_word(self, token: int) -> bool:
+        """Whether a text token begins a new word (a leading space) rather than continuing the last one."""
+        return token not in self._continuations
 
     def piece(self, token: int) -> str:
         return self.bpe.decode([token])

