@@ -139,7 +139,7 @@ def test_train_recipe_runs_and_resumes(tmp_path, jfk):
     first = subprocess.run([*run, "--set", "total_steps=1"], capture_output=True, text=True, cwd=ROOT, timeout=600,
                            check=False, env=env)
     assert first.returncode == 0, first.stderr[-2000:]
-    second = subprocess.run([*run, "--set", "total_steps=2"], capture_output=True, text=True, cwd=ROOT, timeout=600,
+    second = subprocess.run([*run, "--set", "total_steps=2", "distill_weight=0.5"], capture_output=True, text=True, cwd=ROOT, timeout=600,
                             check=False, env=env)
     assert second.returncode == 0 and "resumed at step 1" in second.stderr, second.stderr[-2000:]
     report = json.loads((tmp_path / "run" / "report.json").read_text())
@@ -147,6 +147,40 @@ def test_train_recipe_runs_and_resumes(tmp_path, jfk):
     adapter = tmp_path / "run" / "adapter"
     assert json.loads((adapter / "stream.json").read_text()) == {"chunk_ms": 300, "base": "tiny.en"}
     assert (tmp_path / "run" / "ckpt.pt").is_file()
+
+
+def test_distillation_pulls_the_causal_encoder_towards_plain_whisper():
+    """The teacher is plain Whisper (adapters off, full attention); the loss counts only the utterances' own
+    frames and its gradient reaches the LoRA matrices alone."""
+    from speech.training.whisper_causal import distillation_loss, encode_causal
+
+    from asr.whisper.features import offline_features
+    from asr.whisper.lora import adapters_disabled
+
+    audio = torch.zeros(2, 32000)
+    audio[0] = torch.randn(32000, generator=torch.Generator().manual_seed(0)) * 0.1
+    audio[1, :16000] = audio[0, :16000]
+    model = CausalWhisper.load(whisper_directory("tiny.en"))
+    plain = model.encoder(offline_features(audio[:1, :16000]))
+    add_lora(model, rank=4)
+    for name, p in model.hf.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(p, std=0.05)  # an adapter that changes the encoder
+    with adapters_disabled(model):
+        torch.testing.assert_close(model.encoder(offline_features(audio[:1, :16000])), plain)
+    assert all(p.requires_grad for n, p in model.hf.named_parameters() if "lora_" in n)  # restored on exit
+    assert not torch.allclose(model.encoder(offline_features(audio[:1, :16000])), plain)
+    encoded, chunks = encode_causal(model, audio, 15)
+    assert chunks == 7 and encoded.shape[1] == 105  # 2 s, padded to whole 300 ms chunks
+    lengths = torch.tensor([32000, 16000])
+    loss = distillation_loss(model, audio, lengths, encoded)
+    loss.backward()
+    grads = {n: p.grad for n, p in model.hf.named_parameters() if p.grad is not None}
+    assert loss > 0 and grads and all("lora_" in n for n in grads)
+    changed = encoded.detach().clone()
+    changed[1, 50:] += 1.0  # frames past the second utterance's end (50 frames = 1 s)
+    assert distillation_loss(model, audio, lengths, changed) == pytest.approx(
+        float(distillation_loss(model, audio, lengths, encoded.detach())), rel=1e-5)
 
 
 def test_three_minutes_without_pauses_cross_the_30_second_window():

@@ -8,6 +8,8 @@ peft's ``adapter_config.json`` and our ``stream.json`` (the chunk size they were
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -28,6 +30,21 @@ def add_lora(model: CausalWhisper, rank: int = 32, alpha: float | None = None, d
         p.requires_grad_(False)
     inject_adapter_in_model(config, model.hf)
     model.lora_config = {"r": rank, "lora_alpha": alpha or rank, "target_modules": TARGETS}
+
+
+@contextmanager
+def adapters_disabled(model: CausalWhisper) -> Iterator[None]:
+    """Runs the plain Whisper underneath the (unmerged) adapters: the distillation teacher."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    layers = [m for m in model.hf.modules() if isinstance(m, BaseTunerLayer)]
+    for layer in layers:
+        layer.enable_adapters(False)
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.enable_adapters(True)
 
 
 def lora_state(model: CausalWhisper) -> dict[str, torch.Tensor]:

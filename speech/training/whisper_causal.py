@@ -3,7 +3,9 @@
 CarelessWhisper's recipe on our packs: Whisper's weights frozen, LoRA (rank 32, alpha 32) on every
 attention projection, the encoder run once per batch under the block-causal mask (which makes every chunk
 prefix available at once), and for a sample of chunk ends t the decoder is taught the words whose aligned
-end is <= t, then end-of-text. Utterances without word times teach only their full prefix. bf16 autocast,
+end is <= t, then end-of-text. Utterances without word times teach only their full prefix. Optionally
+(``distill_weight``) the causal encoder's frames are also pulled towards plain Whisper's on the same audio,
+a target that needs no labels. bf16 autocast,
 AdamW, ``ckpt.pt`` for resume across device calls, a progress bar, and streaming validation WER (the
 real decoding path, Whisper's English normaliser) at the end of each call.
 """
@@ -20,9 +22,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from asr.whisper.features import HOP, causal_features
+from asr.whisper.features import HOP, causal_features, offline_features
 from asr.whisper.labels import TimedTokens, prefix_target, timed_tokens
-from asr.whisper.lora import add_lora, lora_state, save_adapter
+from asr.whisper.lora import adapters_disabled, add_lora, lora_state, save_adapter
 from asr.whisper.model import CausalWhisper
 from asr.whisper.streaming import StreamConfig, stream_signal
 
@@ -45,6 +47,7 @@ class WhisperTrainConfig:
     weight_decay: float = 0.01
     batch_size: int = 32
     prefix_fraction: float = 0.25  # of a batch's chunk ends, taught per step (the last one always)
+    distill_weight: float = 0.0  # weight of the encoder distillation loss (plain Whisper's encoder as teacher)
     max_seconds: float = 28.0
     grad_clip: float = 1.0
     workers: int = 8
@@ -83,16 +86,34 @@ def _batches(cfg: WhisperTrainConfig, epoch: int, salt: int) -> torch.utils.data
                                        num_workers=cfg.workers)
 
 
-def prefix_loss(model: CausalWhisper, audio: torch.Tensor, timed: list[TimedTokens],
-                chunk_frames: int, fraction: float, rng: random.Random) -> torch.Tensor:
-    """Mean cross-entropy over sampled chunk ends (one encoder pass under the block-causal mask)."""
-    chunk_s = chunk_frames * 2 * HOP / 16000
+def encode_causal(model: CausalWhisper, audio: torch.Tensor, chunk_frames: int) -> tuple[torch.Tensor, int]:
+    """The batch through the block-causal encoder once (every chunk prefix at once) -> frames and chunk count.
+
+    The features are padded by at least one frame, so the last chunk ends after every utterance."""
     mel = causal_features(audio)
     width = 2 * chunk_frames
-    pad = width - mel.shape[-1] % width  # at least one frame, so the last chunk ends after every utterance
+    pad = width - mel.shape[-1] % width
     mel = torch.cat([mel, mel.amin(dim=(1, 2), keepdim=True).expand(-1, mel.shape[1], pad)], dim=-1)
-    encoded = model.encoder(mel, chunk_frames)
-    chunks = mel.shape[-1] // width
+    return model.encoder(mel, chunk_frames), mel.shape[-1] // width
+
+
+def distillation_loss(model: CausalWhisper, audio: torch.Tensor, lengths: torch.Tensor,
+                      encoded: torch.Tensor) -> torch.Tensor:
+    """Mean squared distance of the causal encoder's frames to plain Whisper's (full attention, 30 s window,
+    no adapters) over each utterance's own frames: a dense target from audio alone, so the adapted encoder
+    stays close to what the decoder was trained on where labels are few."""
+    with torch.no_grad(), adapters_disabled(model):
+        teacher = model.encoder(offline_features(audio).to(encoded.dtype))[:, : encoded.shape[1]]
+    frames = torch.arange(teacher.shape[1], device=audio.device)
+    valid = (frames[None, :] < (lengths.to(audio.device)[:, None] // (2 * HOP)))[..., None]
+    error = (encoded[:, : teacher.shape[1]].float() - teacher.float()).pow(2) * valid
+    return error.sum() / (valid.sum() * encoded.shape[-1]).clamp(min=1)
+
+
+def prefix_loss(model: CausalWhisper, encoded: torch.Tensor, chunks: int, timed: list[TimedTokens],
+                chunk_frames: int, fraction: float, rng: random.Random) -> torch.Tensor:
+    """Mean cross-entropy over sampled chunk ends of a block-causally ``encoded`` batch."""
+    chunk_s = chunk_frames * 2 * HOP / 16000
     ends = sorted(set(rng.sample(range(chunks), max(1, int(chunks * fraction)))) | {chunks - 1})
     prompt = model.tokens.prompt()
     losses = []
@@ -108,8 +129,8 @@ def prefix_loss(model: CausalWhisper, audio: torch.Tensor, timed: list[TimedToke
         for r, seq in enumerate(sequences):
             inputs[r, : len(seq) - 1] = torch.tensor(seq[:-1])
             labels[r, len(prompt) - 1 : len(seq) - 1] = torch.tensor(seq[len(prompt) :])
-        logits = model.decoder.logits(inputs.to(audio.device), encoded[rows, : (c + 1) * chunk_frames])
-        losses.append(F.cross_entropy(logits.float().flatten(0, 1), labels.to(audio.device).flatten()))
+        logits = model.decoder.logits(inputs.to(encoded.device), encoded[rows, : (c + 1) * chunk_frames])
+        losses.append(F.cross_entropy(logits.float().flatten(0, 1), labels.to(encoded.device).flatten()))
     if not losses:
         raise ValueError("no utterance of the batch has a target at any sampled chunk end")
     return torch.stack(losses).mean()
@@ -178,9 +199,13 @@ def run(cfg: WhisperTrainConfig) -> dict:
             timed = [timed_tokens(model.tokens, text, words, int(n) / 16000)
                      for text, words, n in zip(batch["texts"], batch["words"], batch["lengths"], strict=True)]
             chunk_frames = rng.choice(cfg.chunk_ms) // 20
+            audio = batch["audio"].to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda"):
-                loss = prefix_loss(model, batch["audio"].to(device), timed, chunk_frames,
-                                   cfg.prefix_fraction, rng)
+                encoded, chunks = encode_causal(model, audio, chunk_frames)
+                loss = prefix_loss(model, encoded, chunks, timed, chunk_frames, cfg.prefix_fraction, rng)
+                if cfg.distill_weight:
+                    distill = distillation_loss(model, audio, batch["lengths"], encoded)
+                    loss = loss + cfg.distill_weight * distill
             optim.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(trainable, cfg.grad_clip)
@@ -192,8 +217,11 @@ def run(cfg: WhisperTrainConfig) -> dict:
                 _save_checkpoint(model, optim, step, epoch, history, ckpt)
                 saved_at = time.time()
             if step % 20 == 0:
-                bar.set_postfix(loss=round(float(loss.detach()), 4), ep=epoch)
-                history.append({"step": step, "epoch": epoch, "loss": round(float(loss.detach()), 4)})
+                logged = {"loss": round(float(loss.detach()), 4)}
+                if cfg.distill_weight:
+                    logged["distill"] = round(float(distill.detach()), 4)
+                bar.set_postfix(**logged, ep=epoch)
+                history.append({"step": step, "epoch": epoch, **logged})
             if step >= cfg.total_steps or time.time() > deadline:
                 break
         epoch += 1
