@@ -79,7 +79,7 @@ def _bench_asr_latency(args: argparse.Namespace) -> int:
 
     adapter = None if args.adapter == "none" else args.adapter
     cfg = asr_latency.AsrLatencyConfig(args.real, tuple(args.sets), args.max_utterances, args.whisper, args.chunk,
-                                       adapter, args.la2_min_chunk)
+                                       adapter, args.la2_min_chunk, args.beam)
     return _reported("bench asr-latency", lambda: asr_latency.main(cfg, args.json), WhisperNotFound, ValueError,
                      RuntimeError)
 
@@ -144,6 +144,7 @@ def _add_bench(subparsers) -> None:
     lat.add_argument("--chunk", type=int, default=300, help="our chunk, ms (100, 200 or 300)")
     lat.add_argument("--adapter", default="shipped", help="'shipped', a directory, or 'none' (no LoRA)")
     lat.add_argument("--la2-min-chunk", type=float, default=1.0, help="LocalAgreement-2's minimum chunk, s")
+    lat.add_argument("--beam", type=int, default=1, help="ours: 1 greedy (default), 2-4 beam search")
     lat.add_argument("--real", default="corpora/real")
     lat.add_argument("--json", default="bench-results/asr_latency.json")
     lat.set_defaults(func=_bench_asr_latency)

@@ -1,7 +1,8 @@
 """`speech transcribe`: files (or a manifest) through the streaming recogniser, as live audio would arrive.
 
-Every file is a live session fed 100 ms pieces; the sessions of up to 32 files run together on the chunk
-scheduler, whose encoder lane batches their chunks, and each decodes its own chunks incrementally; partial hypotheses print as they change and finals with word times when an
+Every file is a live session fed 100 ms pieces; the sessions of up to 32 files (16 for Whisper) run together
+on the chunk scheduler, whose lanes batch their steps, and each decodes its own chunks incrementally;
+partial hypotheses print as they change and finals with word times when an
 endpoint (or the end of the file) closes a segment. ``--offline`` runs the full-signal forward under the
 same attention masks instead (the parity reference).
 """
@@ -58,6 +59,7 @@ def add_transcribe(subparsers) -> None:
     p.add_argument("--adapter", default="shipped",
                    help="whisper-causal: LoRA adapter directory, 'shipped' (default) or 'none' (the no-LoRA baseline)")
     p.add_argument("--whisper", default="base", help="whisper-*: base (default), tiny.en or a Hugging Face directory")
+    p.add_argument("--beam", type=int, default=1, help="whisper-causal: 1 greedy (default), 2-4 beam search")
     p.add_argument("--no-endpoint", action="store_true", help="one segment per file (no endpoint rules)")
     p.add_argument("--manifest", help="TSV with utt_id and path columns (../shared/data format)")
     p.add_argument("--out", help="with --manifest: write utt_id<TAB>text lines here")
@@ -101,19 +103,22 @@ def _fastconformer(args: argparse.Namespace) -> Transcriber:
 
 
 def _whisper(args: argparse.Namespace) -> Transcriber:
-    """Causal streaming Whisper (one session per file, fed 100 ms pieces) or plain offline Whisper."""
+    """Causal streaming Whisper (one session per file, fed 100 ms pieces, the files' sessions batched on the
+    scheduler) or plain offline Whisper."""
     from asr.whisper.offline import transcribe_offline
-    from asr.whisper.streaming import StreamConfig, stream_signal
+    from asr.whisper.scheduled import transcribe_many as whisper_many
+    from asr.whisper.streaming import StreamConfig
 
     if args.model == "whisper-offline":
         plain = load_causal_whisper(args.whisper, adapter=None)
         return lambda audios: [[transcribe_offline(plain, audio)] for audio in audios]
     chunk_ms = round(args.chunk)
-    cfg = StreamConfig(chunk_ms=chunk_ms, endpoint_silence_s=None if args.no_endpoint else 0.8)
+    cfg = StreamConfig(chunk_ms=chunk_ms, endpoint_silence_s=None if args.no_endpoint else 0.8, beam=args.beam)
     model = load_causal_whisper(args.whisper, chunk_ms, None if args.adapter == "none" else args.adapter)
     if args.offline:  # the causal model's offline form: the same block mask over the whole signal
         return lambda audios: [[transcribe_offline(model, audio, cfg.frames)] for audio in audios]
-    return lambda audios: [stream_signal(model, audio, cfg, PIECE_S) for audio in audios]
+    return lambda audios: asyncio.run(whisper_many(model, audios, cfg, concurrency=min(16, len(audios)),
+                                                   piece_s=PIECE_S))
 
 
 def _emit(transcriber: Transcriber, batch: list[tuple[str, np.ndarray]], args: argparse.Namespace, out) -> None:

@@ -7,6 +7,7 @@ from .backend import Backend, TorchBackend
 from .contract import (
     ChunkGeometry,
     InvalidChunk,
+    RowUpdate,
     StateSpec,
     StepFunction,
     StepSignature,
@@ -24,6 +25,7 @@ __all__ = [
     "Lane",
     "LaneStats",
     "PoolFull",
+    "RowUpdate",
     "SlotPool",
     "Stage",
     "StateSpec",

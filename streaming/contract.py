@@ -95,6 +95,29 @@ class StepSignature:
     extra: dict[str, object] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class RowUpdate:
+    """A next state given as the rows a step wrote, not the whole tensor: ``values`` go to ``positions``
+    along axis ``axis`` of each stream's state (axes counted after the batch axis) and the rest is kept.
+
+    For large caches of which a step changes a few rows (attention K/V): the slot pool writes them in place,
+    so a step costs its new rows, not a copy of the cache. ``positions [B, n]``; ``values`` has the state's
+    shape with ``n`` at ``axis``. Repeated positions must carry equal values.
+    """
+
+    positions: Tensor
+    values: Tensor
+    axis: int
+
+    def apply(self, state: Tensor) -> None:
+        """Writes the rows into ``state [B, ...]`` in place."""
+        axis = self.axis + 1
+        shape = [1] * self.values.ndim
+        shape[0], shape[axis] = self.positions.shape
+        index = self.positions.view(shape).expand(self.values.shape)
+        state.scatter_(axis, index, self.values.to(state.dtype))
+
+
 class StepFunction(nn.Module, ABC):
     """A pure streaming step: ``step(inputs, state) -> (outputs, next_state)``, batched on axis 0."""
 
@@ -107,7 +130,9 @@ class StepFunction(nn.Module, ABC):
 
     @abstractmethod
     def step(self, inputs: Tensors, state: Tensors) -> tuple[Tensors, Tensors]:
-        """Run one chunk for a batch of streams; must not mutate ``state`` or any module attribute."""
+        """Run one chunk for a batch of streams; must not mutate ``state`` or any module attribute.
+
+        A next state is a tensor (the whole new value) or a :class:`RowUpdate` (the rows written)."""
 
     def forward(self, inputs: Tensors, state: Tensors) -> tuple[Tensors, Tensors]:
         return self.step(inputs, state)

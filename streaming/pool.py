@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from .contract import StateSpec, Tensors
+from .contract import RowUpdate, StateSpec, Tensors
 
 
 class PoolFull(RuntimeError):
@@ -127,16 +127,28 @@ class SlotPool:
             name: t.clone() if t.untyped_storage().data_ptr() in pool else t for name, t in tensors.items()
         }
 
-    def scatter(self, index: Tensor | slice, state: Tensors) -> None:
-        """Write a batch's next state back to its slots.
+    def scatter(self, index: Tensor | slice, state: dict[str, Tensor | RowUpdate]) -> None:
+        """Write a batch's next state back to its slots; a :class:`RowUpdate` writes only its rows, in place.
 
         A next state that is a view of the pool (a step passing some state through) is copied first, so
         that writing one state cannot change another before it is written.
         """
         self.reset_stale()
-        state = self.detach(state)
+        updates = {name: u for name, u in state.items() if isinstance(u, RowUpdate)}
+        state = self.detach({name: t for name, t in state.items() if name not in updates})
         rows = index.stop - index.start if isinstance(index, slice) else index.shape[0]
+        for name, update in updates.items():
+            self._check_update(name, update, rows)
+            update = RowUpdate(update.positions, self.detach({name: update.values})[name], update.axis)
+            if isinstance(index, slice):
+                update.apply(self.tensors[name][index])
+            else:  # slots apart: one stream at a time, still in place
+                for i, slot in enumerate(index.tolist()):
+                    RowUpdate(update.positions[i : i + 1], update.values[i : i + 1], update.axis).apply(
+                        self.tensors[name][slot : slot + 1])
         for name, t in self.tensors.items():
+            if name in updates:
+                continue
             if state[name].shape != (rows, *t.shape[1:]):
                 raise ValueError(
                     f"{self.name}: next state {name!r} has shape {list(state[name].shape)}, "
@@ -146,3 +158,14 @@ class SlotPool:
                 t[index].copy_(state[name])
             else:
                 t.index_copy_(0, index, state[name].to(dtype=t.dtype))
+
+    def _check_update(self, name: str, update: RowUpdate, rows: int) -> None:
+        want = list(self.tensors[name].shape[1:])
+        got = list(update.values.shape[1:])
+        n = update.positions.shape[1] if update.positions.ndim == 2 else -1
+        if (update.positions.shape[0] != rows or update.values.shape[0] != rows or not 0 <= update.axis < len(want)
+                or got[: update.axis] + got[update.axis + 1 :] != want[: update.axis] + want[update.axis + 1 :]
+                or got[update.axis] != n):
+            raise ValueError(f"{self.name}: an update of state {name!r} writes values {[update.values.shape[0], *got]} "
+                             f"at positions {list(update.positions.shape)} along axis {update.axis}; the state is "
+                             f"{[rows, *want]}")

@@ -112,6 +112,7 @@ class Lane:
         max_streams: int = 64,
         depth: int = 2,
         executor: Executor | None = None,
+        views_only: bool = False,
     ) -> None:
         if max_batch < 1 or max_wait_ms < 0 or depth < 1:
             raise ValueError(f"lane {name!r}: max_batch and depth must be >= 1 and max_wait_ms >= 0")
@@ -131,6 +132,7 @@ class Lane:
         self._ready: set[_Member] = set()
         self._wake = asyncio.Event()
         self.depth = depth
+        self.views_only = views_only
         self._depth = asyncio.Semaphore(depth)
 
     def _on_step_thread(self, fn, *args, **kwargs):
@@ -237,6 +239,15 @@ class Lane:
 
     # where the steps run -----------------------------------------------------------------------------
     def _step(self, slots: list[int], inputs: list[Tensors]) -> list[Tensors]:
+        """With ``views_only``, a batch whose slots are not consecutive runs as one step per run of
+        consecutive slots: each run's state is then a view of the pool, never a copy (for steps whose
+        state is large caches, a copy costs more than batching saves)."""
+        if not self.views_only:
+            return self._step_block(slots, inputs)
+        cuts = [0, *(i for i in range(1, len(slots)) if slots[i] != slots[i - 1] + 1), len(slots)]
+        return [out for a, b in itertools.pairwise(cuts) for out in self._step_block(slots[a:b], inputs[a:b])]
+
+    def _step_block(self, slots: list[int], inputs: list[Tensors]) -> list[Tensors]:
         """Gather, step, scatter; one output dict per stream. State is written only if all else worked."""
         index = self.pool.index(slots)
         batch = {name: torch.stack([x[name] for x in inputs]) for name in inputs[0]}
@@ -490,8 +501,10 @@ class ChunkScheduler:
         max_streams: int = 64,
         depth: int = 2,
         backend: Backend | None = None,
+        views_only: bool = False,
     ) -> Lane:
-        """Add a lane (also usable alone as a one-stage pipeline of the same name)."""
+        """Add a lane (also usable alone as a one-stage pipeline of the same name); ``views_only``: see
+        :meth:`Lane._step`."""
         if name in self.lanes or name in self.pipelines:
             raise ValueError(f"a lane or pipeline named {name!r} exists already")
         lane = Lane(
@@ -503,6 +516,7 @@ class ChunkScheduler:
             max_streams=max_streams,
             depth=depth,
             executor=self._executor,
+            views_only=views_only,
         )
         self.lanes[name] = lane
         if self._running:

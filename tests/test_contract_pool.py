@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from streaming import ChunkGeometry, InvalidChunk, PoolFull, SlotPool, StateSpec, validate_chunk
+from streaming import ChunkGeometry, InvalidChunk, PoolFull, RowUpdate, SlotPool, StateSpec, validate_chunk
 from streaming.reference import ReferenceStep
 
 SPECS = (StateSpec("cache", (4, 3), init=-1.0), StateSpec("length", (), torch.int64))
@@ -55,6 +55,27 @@ def test_pool_outputs_that_view_the_state_are_copied():
     outputs = pool.detach({"echo": state["cache"][:, 0], "fresh": torch.zeros(2)})
     pool.scatter(pool.index(slots), {"cache": torch.zeros(2, 4, 3), "length": torch.zeros(2, dtype=torch.long)})
     assert torch.equal(outputs["echo"], torch.full((2, 3), -1.0))
+
+
+@pytest.mark.parametrize("slots", [[0, 1], [2, 0]], ids=["consecutive", "apart"])
+def test_row_updates_write_only_their_rows_in_place(slots):
+    """A step that returns the rows it wrote (a K/V cache) changes those rows of each slot and nothing else."""
+    pool = SlotPool(SPECS, max_streams=3)
+    for _ in range(3):
+        pool.open()
+    pool.scatter(pool.index([0, 1, 2]), {"cache": torch.arange(36.0).view(3, 4, 3), "length": torch.zeros(3, dtype=torch.int64)})
+    before = pool.tensors["cache"].clone()
+    storage = pool.tensors["cache"].data_ptr()
+    index = pool.index(slots)
+    rows = torch.tensor([[1, 3], [0, 0]])  # the second stream writes row 0 twice (equal values)
+    values = torch.stack([torch.full((2, 3), 100.0), torch.full((2, 3), 200.0)])
+    pool.scatter(index, {"cache": RowUpdate(rows, values, axis=0), "length": torch.tensor([2, 1])})
+    expected = before.clone()
+    expected[slots[0], [1, 3]] = 100.0
+    expected[slots[1], 0] = 200.0
+    assert torch.equal(pool.tensors["cache"], expected) and pool.tensors["cache"].data_ptr() == storage
+    with pytest.raises(ValueError, match="writes values"):
+        pool.scatter(index, {"cache": RowUpdate(rows, torch.zeros(2, 2, 4), axis=0), "length": torch.tensor([2, 1])})
 
 
 def test_state_and_geometry_specs_reject_nonsense():

@@ -375,3 +375,36 @@ def test_deadline_misses_are_counted_and_budgets_set_deadlines():
     assert stats.deadline_misses == 3 and stats.chunks == 4
     assert len(stats.latencies) == 4 and all(latency >= 0 for latency in stats.latencies)
     assert 0 < stats.step_seconds <= stats.run_seconds <= stats.busy_seconds
+
+
+class ViewRecordingStep(ReferenceStep):
+    """The reference step, noting whether each batch's state is a view of the pool or a gathered copy."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.views: list[bool] = []
+
+    def step(self, inputs: Tensors, state: Tensors) -> tuple[Tensors, Tensors]:
+        self.views.append(state["conv0"]._is_view())
+        return super().step(inputs, state)
+
+
+def test_a_views_only_lane_never_copies_state_and_still_batches():
+    """Streams whose slots are not consecutive run as runs of consecutive slots: every state a step sees is
+    a view of the pool, outputs equal solo runs, and streams are still batched."""
+    step = ViewRecordingStep(channels=CHANNELS, layers=2).eval()  # eval: the lane shares it, not a copy
+    chunks = {i: make_chunks(100 + i, n_chunks=random.Random(i).randint(4, 12)) for i in range(12)}
+
+    async def main():
+        async with ChunkScheduler(TorchBackend()) as scheduler:
+            lane = scheduler.add_lane("lane", step, max_batch=12, max_wait_ms=1.0, views_only=True)
+            results = await asyncio.gather(*(drive(scheduler, "lane", chunks[i], seed=i) for i in range(12)))
+            return results, lane
+
+    results, lane = asyncio.run(main())
+    assert step.views and all(step.views), "a views-only lane gathered a copy of the state"
+    assert max(lane.stats.batch_sizes) > 1
+    plain = ReferenceStep(channels=CHANNELS, layers=2)
+    for i, outputs in enumerate(results):
+        for got, want in zip(outputs, asyncio.run(solo(chunks[i], plain)), strict=True):
+            assert torch.equal(got, want), f"stream {i} differs from its solo run"

@@ -76,7 +76,7 @@ def _stream(model: CausalWhisper, features: torch.Tensor, chunk: int) -> tuple[t
     state, outs = model.encoder.initial_state(1, dtype=features.dtype), []
     with torch.inference_mode():
         for start in range(0, features.shape[-1], 2 * chunk):
-            out, state = model.encoder.stream(features[..., start : start + 2 * chunk], state)
+            out, state, _ = model.encoder.stream(features[..., start : start + 2 * chunk], state)
             outs.append(out)
     return torch.cat(outs, dim=1), state
 
@@ -106,14 +106,14 @@ def test_streams_at_different_positions_share_a_batch(model, audio):
     features = causal_features(torch.from_numpy(audio)[None])[..., : 6 * chunk]
     with torch.inference_mode():
         ahead = model.encoder.initial_state(1)
-        first, ahead = model.encoder.stream(features[..., : 2 * chunk], ahead)
-        second, _ = model.encoder.stream(features[..., 2 * chunk : 4 * chunk], ahead)
+        first, ahead, _ = model.encoder.stream(features[..., : 2 * chunk], ahead)
+        second, _, _ = model.encoder.stream(features[..., 2 * chunk : 4 * chunk], ahead)
         fresh = model.encoder.initial_state(1)
         joined = EncoderState(*(torch.cat([a, b]) for a, b in zip(
             (ahead.mel_tail, ahead.keys, ahead.values, ahead.length),
             (fresh.mel_tail, fresh.keys, fresh.values, fresh.length), strict=True)))
-        both, _ = model.encoder.stream(torch.cat([features[..., 2 * chunk : 4 * chunk], features[..., : 2 * chunk]]),
-                                       joined)
+        both, _, _ = model.encoder.stream(torch.cat([features[..., 2 * chunk : 4 * chunk], features[..., : 2 * chunk]]),
+                                          joined)
     assert (both[0] - second[0]).abs().max() < TOL
     assert (both[1] - first[0]).abs().max() < TOL
 
@@ -126,20 +126,30 @@ def test_encoder_refuses_more_than_30_seconds(model):
 
 
 def test_decoder_step_equals_teacher_forcing(model, audio):
+    """Tokens in pieces over cross-attention K/V appended chunk by chunk equal teacher forcing; a rewind is
+    a smaller ``start``; beam rows share the cached prefix and see only their own tokens."""
     features = causal_features(torch.from_numpy(audio)[None])[..., :120]
     tokens = torch.tensor([model.tokens.prompt() + model.tokens.encode(" and so my fellow Americans")])
+    dec = model.decoder
     with torch.inference_mode():
         encoded = model.encoder(features, 15)
-        reference = model.decoder.logits(tokens, encoded)
-        state = model.decoder.initial_state(1)
+        reference = dec.logits(tokens, encoded)
+        cache = dec.initial_cache(1)
         for start in range(0, encoded.shape[1], 15):  # cross-attention K/V appended chunk by chunk
-            state = model.decoder.extend_audio(encoded[:, start : start + 15], state)
-        head, state = model.decoder.step(tokens[:, :3], state)
-        stepped = [head]
-        for i in range(3, tokens.shape[1]):
-            logits, state = model.decoder.step(tokens[:, i : i + 1], state)
-            stepped.append(logits)
+            for rows, part in zip((cache.cross_keys, cache.cross_values), dec.project_audio(encoded[:, start : start + 15])):
+                dec.write_rows(rows, part, torch.tensor([start]))
+        frames = torch.tensor([encoded.shape[1]])
+
+        def run(first: int, last: int, rows=None) -> torch.Tensor:
+            piece = tokens[:, None, first:last] if rows is None else rows
+            return dec.output(dec.forward_tokens(piece, torch.tensor([first]), frames, cache))[:, 0]
+
+        stepped = [run(0, 3)] + [run(i, i + 1) for i in range(3, tokens.shape[1])]
         assert (torch.cat(stepped, 1) - reference).abs().max() < TOL
-        rewound = model.decoder.rewind(state, torch.tensor([5]))
-        again, _ = model.decoder.step(tokens[:, 5:], rewound)
-    assert (again - reference[:, 5:]).abs().max() < TOL
+        again = run(5, tokens.shape[1])  # rewound to 5
+        assert (again - reference[:, 5:]).abs().max() < TOL
+        beams = torch.stack([tokens[0, 5:], tokens[0, 5:].flip(0)])[None]  # two rows after the shared prefix
+        both = dec.output(dec.forward_tokens(beams, torch.tensor([5]), frames, cache))[0]
+        flipped = dec.logits(torch.cat([tokens[:, :5], beams[:, 1]], 1), encoded)[0, 5:]
+    assert (both[0] - reference[0, 5:]).abs().max() < TOL
+    assert (both[1] - flipped).abs().max() < TOL

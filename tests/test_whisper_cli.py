@@ -3,6 +3,7 @@ the stability rule's commitments, and `speech train whisper-causal` (two short C
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import os
@@ -72,15 +73,19 @@ def test_causal_offline_form_runs_the_block_mask_over_the_whole_signal(jfk, caps
     assert wer([JFK_TEXT], [capsys.readouterr().out]) < 0.4
 
 
-def test_committed_tokens_and_words_never_change(jfk):
-    """The stability rule: every partial extends the previous one's committed tokens (at least all but the
-    look_back tail) and its committed (``stable``) words, which only grow; a final commits every word."""
+@pytest.mark.parametrize("beam", [1, 3], ids=["greedy", "beam3"])
+def test_committed_tokens_and_words_never_change(jfk, beam):
+    """The stability rule, greedy or with beam search: every partial extends the previous one's committed
+    tokens (at least all but the look_back tail) and its committed (``stable``) words, which only grow; a
+    final commits every word."""
     model = load_causal_whisper("base", 300)
     audio = read_audio(jfk, sample_rate=16000)[0]
-    session = WhisperSession(model, StreamConfig(chunk_ms=300, look_back=2))
+    cfg = StreamConfig(chunk_ms=300, look_back=2, beam=beam)
+    session = WhisperSession(model, cfg)
     events = [e for i in range(0, len(audio), 1600) for e in session.accept(audio[i : i + 1600])] + session.finish()
     assert len(events) > 10
-    whole = WhisperSession(model, StreamConfig(chunk_ms=300, look_back=2))  # VAD decisions follow the chunks
+    assert wer([JFK_TEXT], [" ".join(e.text for e in events if e.final)]) < 0.4
+    whole = WhisperSession(model, cfg)  # VAD decisions follow the chunks
     at_once = [e for e in whole.accept(np.concatenate([audio, np.zeros(16000, np.float32)])) + whole.finish()]
     assert [e.text for e in at_once if e.final] == [e.text for e in events if e.final]
     assert all(e.stable == len(e.words) for e in events if e.final)
@@ -92,6 +97,28 @@ def test_committed_tokens_and_words_never_change(jfk):
         assert after.tokens[: len(committed)] == committed
         assert after.stable >= before.stable
         assert [w.text for w in after.words[: before.stable]] == [w.text for w in before.words[: before.stable]]
+
+
+def test_sessions_batched_on_the_scheduler_equal_inline_sessions(jfk):
+    """Five sessions on the chunk scheduler (audio and decoder lanes, steps of different streams batched,
+    caches pooled and written in place) give every event the inline sessions give, greedy and beam 2."""
+    from asr.whisper.scheduled import transcribe_many
+    from asr.whisper.streaming import stream_signal
+
+    manifest = DATA / "vctk13" / "manifest.tsv"
+    if not manifest.is_file():
+        pytest.skip(f"needs ../shared/data (vctk13) at {manifest}")
+    rows = [r.split("\t") for r in manifest.read_text().splitlines()[1:5]]
+    audios = [read_audio(jfk, sample_rate=16000)[0]] + [read_audio(manifest.parent / r[1], sample_rate=16000)[0]
+                                                        for r in rows]
+    model = load_causal_whisper("base", 300)
+    for cfg in (StreamConfig(), StreamConfig(beam=2)):
+        stats = {}
+        batched = asyncio.run(transcribe_many(model, audios, cfg, concurrency=5, stats=stats))
+        inline = [stream_signal(model, audio, cfg) for audio in audios]
+        assert batched == inline
+        assert sum(len(e.words) for events in batched for e in events if e.final) > 40
+        assert all(max(lane.batch_sizes) > 1 for lane in stats.values()), {k: v.batch_sizes for k, v in stats.items()}
 
 
 def test_clear_errors(jfk, capsys):

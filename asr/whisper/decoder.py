@@ -1,14 +1,18 @@
 """Whisper's decoder with explicit state: self-attention K/V per token, cross-attention K/V per encoder frame.
 
-Both caches are fixed-capacity buffers with a valid length (448 tokens; 1500 frames). Cross-attention
-keys and values are a per-frame projection of the encoder output, so appending a chunk's frames is exact;
-rewinding the last tokens (the stability rule) is lowering ``length``. ``logits`` is the teacher-forced
-full-sequence forward (training, and the reference the step is tested against).
+Both caches are fixed-capacity buffers (448 tokens; 1500 frames, plus ``scratch`` rows). Their valid
+lengths are inputs, kept by the caller: a step reads tokens ``< start`` and frames ``< frames``, writes the
+K/V of its own tokens at ``start ..`` and of new frames at ``audio_at ..``, in place, in rows that hold
+nothing valid yet, and attention reads the caches where they lie (no copy per step). Rewinding the last
+tokens (the stability rule) is passing a smaller ``start``; beams are rows of one call that share the
+cached prefix (only row 0's tokens are written). Cross-attention keys and values are a per-frame
+projection of the encoder output, so appending a chunk's frames is exact. ``logits`` is the
+teacher-forced full-sequence forward (training, and the reference the step is tested against).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -16,13 +20,11 @@ from torch import Tensor, nn
 
 
 @dataclass
-class DecoderState:
-    self_keys: Tensor  # [B, layers, token capacity, D]
+class DecoderCache:
+    self_keys: Tensor  # [B, layers, token capacity + scratch, D]
     self_values: Tensor
-    length: Tensor  # [B] tokens in the self-attention cache
-    cross_keys: Tensor  # [B, layers, frame capacity, D]
+    cross_keys: Tensor  # [B, layers, frame capacity + scratch, D]
     cross_values: Tensor
-    frames: Tensor  # [B] encoder frames in the cross-attention cache
 
 
 class WhisperDecoderStack(nn.Module):
@@ -39,7 +41,7 @@ class WhisperDecoderStack(nn.Module):
         self.frame_capacity = frame_capacity
 
     def _heads(self, x: Tensor) -> Tensor:
-        return x.view(x.shape[0], x.shape[1], self.n_heads, self.head_dim).transpose(1, 2)
+        return x.unflatten(-1, (self.n_heads, self.head_dim)).transpose(1, 2)
 
     def _attend(self, attn: nn.Module, h: Tensor, keys: Tensor, values: Tensor, mask: Tensor | None) -> Tensor:
         b, t, _ = h.shape
@@ -48,12 +50,11 @@ class WhisperDecoderStack(nn.Module):
         return attn.out_proj(out.transpose(1, 2).reshape(b, t, self.d_model))
 
     def _embed(self, tokens: Tensor, positions: Tensor) -> Tensor:
-        if int(positions.max()) >= self.token_capacity:
-            raise ValueError(f"Whisper's decoder holds {self.token_capacity} tokens")
         return self.hf.embed_tokens(tokens) + self.hf.embed_positions.weight[positions]
 
-    def _output(self, x: Tensor) -> Tensor:
-        return self.hf.layer_norm(x) @ self.hf.embed_tokens.weight.T
+    def output(self, hidden: Tensor) -> Tensor:
+        """Hidden states ``[..., D]`` -> vocabulary logits (the tied embedding)."""
+        return self.hf.layer_norm(hidden) @ self.hf.embed_tokens.weight.T
 
     def logits(self, tokens: Tensor, encoded: Tensor) -> Tensor:
         """Teacher forcing: ``tokens [B, S]`` over ``encoded [B, T, D]`` -> ``[B, S, vocab]``."""
@@ -67,56 +68,73 @@ class WhisperDecoderStack(nn.Module):
             x = x + self._attend(cross, layer.encoder_attn_layer_norm(x), cross.k_proj(encoded), cross.v_proj(encoded),
                                  None)
             x = x + layer.fc2(F.gelu(layer.fc1(layer.final_layer_norm(x))))
-        return self._output(x)
+        return self.output(x)
 
     # ---- streaming ----------------------------------------------------------------------------------
-    def initial_state(self, batch: int, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
-                      ) -> DecoderState:
+    def initial_cache(self, batch: int, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu",
+                      scratch: int = 0) -> DecoderCache:
+        """Empty caches with ``scratch`` rows past each capacity (for rows written by padding or no audio)."""
         layers = len(self.hf.layers)
 
         def zeros(n: int) -> Tensor:
-            return torch.zeros(batch, layers, n, self.d_model, dtype=dtype, device=device)
+            return torch.zeros(batch, layers, n + scratch, self.d_model, dtype=dtype, device=device)
 
-        count = torch.zeros(batch, dtype=torch.int64, device=device)
-        return DecoderState(zeros(self.token_capacity), zeros(self.token_capacity), count,
-                            zeros(self.frame_capacity), zeros(self.frame_capacity), count.clone())
+        return DecoderCache(zeros(self.token_capacity), zeros(self.token_capacity), zeros(self.frame_capacity),
+                            zeros(self.frame_capacity))
 
-    def extend_audio(self, encoded: Tensor, state: DecoderState) -> DecoderState:
-        """Appends a chunk's encoder frames ``[B, G, D]`` to every layer's cross-attention K/V."""
-        b, g, _ = encoded.shape
-        if int(state.frames.max()) + g > self.frame_capacity:
-            raise ValueError(f"the cross-attention cache holds {self.frame_capacity} frames; reset the stream")
-        index = (state.frames[:, None] + torch.arange(g, device=encoded.device))[:, :, None].expand(b, g, self.d_model)
-        keys, values = state.cross_keys.clone(), state.cross_values.clone()
+    def project_audio(self, encoded: Tensor) -> tuple[Tensor, Tensor]:
+        """Encoder frames ``[B, G, D]`` -> every layer's cross-attention keys and values ``[B, layers, G, D]``."""
+        keys = torch.stack([layer.encoder_attn.k_proj(encoded) for layer in self.hf.layers], 1)
+        values = torch.stack([layer.encoder_attn.v_proj(encoded) for layer in self.hf.layers], 1)
+        return keys, values
+
+    @staticmethod
+    def write_rows(cache: Tensor, rows: Tensor, at: Tensor) -> Tensor:
+        """Writes ``rows [B, layers, n, D]`` into ``cache [B, layers, capacity, D]`` at ``at [B] ..`` in place;
+        returns the positions written ``[B, n]``."""
+        positions = at[:, None] + torch.arange(rows.shape[2], device=rows.device)
+        cache.scatter_(2, positions[:, None, :, None].expand(rows.shape), rows.to(cache.dtype))
+        return positions
+
+    def forward_tokens(self, tokens: Tensor, start: Tensor, frames: Tensor, cache: DecoderCache) -> Tensor:
+        """``tokens [B, R, N]`` at positions ``start [B] ..`` over the cached tokens ``< start`` and frames
+        ``< frames [B]`` -> hidden states ``[B, R, N, D]``. Row 0's keys and values are written to the cache.
+
+        Rows are beams: each sees the shared cached prefix and its own tokens (causally)."""
+        b, r, n = tokens.shape
+        capacity = self.token_capacity
+        positions = start[:, None] + torch.arange(n, device=tokens.device)  # [B, N]
+        if int(positions[:, 0].max()) >= capacity:
+            raise ValueError(f"Whisper's decoder holds {capacity} tokens")
+        x = self._embed(tokens, positions.clamp(max=capacity - 1)[:, None, :]).flatten(1, 2)  # [B, R*N, D]
+        cached = int(start.max())
+        prefix_mask = (torch.arange(cached, device=tokens.device)[None, :] < start[:, None])[:, None, None, :]
+        own = torch.ones(n, n, dtype=torch.bool, device=tokens.device).tril()
+        self_mask = torch.cat([prefix_mask.expand(b, 1, n, cached), own.expand(b, 1, n, n)], -1)  # [B, 1, N, cached + N]
+        span = int(frames.max())
+        cross_mask = (torch.arange(span, device=tokens.device)[None, :] < frames[:, None])[:, None, None, :]
         for i, layer in enumerate(self.hf.layers):
-            keys[:, i].scatter_(1, index, layer.encoder_attn.k_proj(encoded).to(keys.dtype))
-            values[:, i].scatter_(1, index, layer.encoder_attn.v_proj(encoded).to(values.dtype))
-        return replace(state, cross_keys=keys, cross_values=values, frames=state.frames + g)
-
-    def rewind(self, state: DecoderState, length: Tensor) -> DecoderState:
-        """Forgets the tokens at and after ``length [B]`` (their cached K/V are overwritten later)."""
-        return replace(state, length=torch.minimum(state.length, length))
-
-    def step(self, tokens: Tensor, state: DecoderState) -> tuple[Tensor, DecoderState]:
-        """``tokens [B, n]`` at positions ``length ..`` -> logits ``[B, n, vocab]`` and the state with them cached."""
-        b, n = tokens.shape
-        positions = state.length[:, None] + torch.arange(n, device=tokens.device)
-        x = self._embed(tokens, positions)
-        span = int(state.length.max()) + n
-        slots = torch.arange(span, device=tokens.device)
-        self_mask = (slots[None, None, :] <= positions[:, :, None])[:, None]  # [B, 1, n, span]
-        frames = int(state.frames.max())
-        cross_mask = (torch.arange(frames, device=tokens.device)[None, :] < state.frames[:, None])[:, None, None]
-        index = positions[:, :, None].expand(b, n, self.d_model)
-        keys, values = state.self_keys.clone(), state.self_values.clone()
-        for i, layer in enumerate(self.hf.layers):
+            attn = layer.self_attn
             h = layer.self_attn_layer_norm(x)
-            keys[:, i].scatter_(1, index, layer.self_attn.k_proj(h).to(keys.dtype))
-            values[:, i].scatter_(1, index, layer.self_attn.v_proj(h).to(values.dtype))
-            x = x + self._attend(layer.self_attn, h, keys[:, i, :span].to(x.dtype), values[:, i, :span].to(x.dtype),
-                                 self_mask)
-            x = x + self._attend(layer.encoder_attn, layer.encoder_attn_layer_norm(x),
-                                 state.cross_keys[:, i, :frames].to(x.dtype),
-                                 state.cross_values[:, i, :frames].to(x.dtype), cross_mask)
+            k, v = attn.k_proj(h).unflatten(1, (r, n)), attn.v_proj(h).unflatten(1, (r, n))  # [B, R, N, D]
+            self.write_rows(cache.self_keys[:, i : i + 1], k[:, :1], start)
+            self.write_rows(cache.self_values[:, i : i + 1], v[:, :1], start)
+            x = x + self._attend_rows(attn, h, cache.self_keys[:, i, :cached], cache.self_values[:, i, :cached],
+                                      k, v, self_mask)
+            cross = layer.encoder_attn
+            x = x + self._attend(cross, layer.encoder_attn_layer_norm(x), cache.cross_keys[:, i, :span],
+                                 cache.cross_values[:, i, :span], cross_mask)
             x = x + layer.fc2(F.gelu(layer.fc1(layer.final_layer_norm(x))))
-        return self._output(x), replace(state, self_keys=keys, self_values=values, length=state.length + n)
+        return x.unflatten(1, (r, n))
+
+    def _attend_rows(self, attn: nn.Module, h: Tensor, prefix_keys: Tensor, prefix_values: Tensor, keys: Tensor,
+                     values: Tensor, mask: Tensor) -> Tensor:
+        """Self-attention of ``R`` rows of ``N`` tokens ``h [B, R*N, D]`` over the shared prefix and their own
+        tokens (``keys``/``values [B, R, N, D]``)."""
+        b, r, n, d = keys.shape
+        q = self._heads(attn.q_proj(h).unflatten(1, (r, n)).flatten(0, 1))  # [B*R, H, N, hd]
+        k = torch.cat([prefix_keys[:, None].expand(b, r, *prefix_keys.shape[1:]), keys], 2).flatten(0, 1)
+        v = torch.cat([prefix_values[:, None].expand(b, r, *prefix_values.shape[1:]), values], 2).flatten(0, 1)
+        out = F.scaled_dot_product_attention(q, self._heads(k), self._heads(v),
+                                             attn_mask=mask[:, None].expand(b, r, *mask.shape[1:]).flatten(0, 1))
+        return attn.out_proj(out.transpose(1, 2).reshape(b, r * n, d))

@@ -108,10 +108,14 @@ class WhisperEncoderStack(nn.Module):
         return EncoderState(mel_tail=torch.zeros(batch, self.hf.conv1.in_channels, 2, dtype=dtype, device=device),
                             keys=zeros, values=zeros.clone(), length=torch.zeros(batch, dtype=torch.int64, device=device))
 
-    def stream(self, mel: Tensor, state: EncoderState) -> tuple[Tensor, EncoderState]:
-        """One chunk: mel ``[B, n_mels, 2G]`` -> encoder frames ``[B, G, D]`` and the next state.
+    def stream(self, mel: Tensor, state: EncoderState) -> tuple[Tensor, EncoderState, tuple[Tensor, Tensor]]:
+        """One chunk: mel ``[B, n_mels, 2G]`` -> encoder frames ``[B, G, D]``, the next state, and the keys and
+        values the chunk added (``[B, layers, G, D]`` each, at frames ``length .. length + G``).
 
         Streams may be at different positions (``state.length``); each must have room for ``G`` more frames.
+        A stream at length 0 starts afresh (its ``mel_tail`` is ignored). The new keys and values are written
+        into ``state.keys``/``state.values`` in place, in rows at or past each stream's length, which hold
+        nothing yet: attention then reads the cache where it lies instead of copying it.
         """
         b, _, n = mel.shape
         g = n // 2
@@ -120,11 +124,11 @@ class WhisperEncoderStack(nn.Module):
         if int(state.length.max()) + g > self.capacity:
             raise ValueError(f"the encoder cache holds {self.capacity} frames (30 s); reset the stream first")
         conv1, conv2 = self.hf.conv1, self.hf.conv2
-        full = torch.cat([state.mel_tail, mel], dim=-1)  # mel[2j0-2 .. 2j0+2G-1]
+        started = (state.length > 0)[:, None, None]
+        full = torch.cat([state.mel_tail * started, mel], dim=-1)  # mel[2j0-2 .. 2j0+2G-1]
         g1 = F.gelu(F.conv1d(full, conv1.weight, conv1.bias))  # g1[2j0-1 .. 2j0+2G-2]
         last = F.gelu(F.conv1d(F.pad(full[..., -2:], (0, 1)), conv1.weight, conv1.bias))  # g1[2j0+2G-1], truncated
         g1 = torch.cat([g1, last], dim=-1)
-        started = (state.length > 0)[:, None, None]
         g1 = torch.cat([g1[..., :1] * started, g1[..., 1:]], dim=-1)  # g1[-1] is conv2's zero padding
         x = F.gelu(F.conv1d(g1, conv2.weight, conv2.bias, stride=2)).transpose(1, 2)
         positions = state.length[:, None] + torch.arange(g, device=mel.device)
@@ -133,11 +137,14 @@ class WhisperEncoderStack(nn.Module):
         slots = torch.arange(span, device=mel.device)
         visible = slots[None, None, :] < (state.length[:, None, None] + g)  # [B, 1, span]: past + own chunk
         index = positions[:, :, None].expand(b, g, self.d_model)
-        keys, values = state.keys.clone(), state.values.clone()
+        new_keys, new_values = [], []
         for i, layer in enumerate(self.hf.layers):
             k, v = self._project(layer, x)
-            keys[:, i].scatter_(1, index, k.to(keys.dtype))
-            values[:, i].scatter_(1, index, v.to(values.dtype))
-            x = self._layer(layer, x, keys[:, i, :span].to(x.dtype), values[:, i, :span].to(x.dtype), visible[:, None])
-        nxt = EncoderState(mel_tail=full[..., -2:], keys=keys, values=values, length=state.length + g)
-        return self.hf.layer_norm(x), nxt
+            state.keys[:, i].scatter_(1, index, k.to(state.keys.dtype))
+            state.values[:, i].scatter_(1, index, v.to(state.values.dtype))
+            new_keys.append(k)
+            new_values.append(v)
+            x = self._layer(layer, x, state.keys[:, i, :span].to(x.dtype), state.values[:, i, :span].to(x.dtype),
+                            visible[:, None])
+        nxt = EncoderState(mel_tail=full[..., -2:], keys=state.keys, values=state.values, length=state.length + g)
+        return self.hf.layer_norm(x), nxt, (torch.stack(new_keys, 1), torch.stack(new_values, 1))

@@ -36,24 +36,31 @@ class CausalWhisper(nn.Module):
     @torch.inference_mode()
     def greedy(self, encoded: Tensor, max_new_tokens: int = MAX_NEW_TOKENS) -> list[list[int]]:
         """Greedy text tokens for each encoded signal ``[B, T, D]`` (Whisper's suppression rules; no timestamps)."""
-        b = encoded.shape[0]
-        prompt = torch.tensor(self.tokens.prompt(), device=encoded.device)[None].expand(b, -1)
-        state = self.decoder.extend_audio(encoded, self.decoder.initial_state(b, encoded.dtype, encoded.device))
-        logits, state = self.decoder.step(prompt, state)
-        suppress = torch.tensor(self.tokens.suppress, device=encoded.device)
-        begin = torch.tensor(self.tokens.suppress_begin, device=encoded.device)
+        b, t, _ = encoded.shape
+        device = encoded.device
+        cache = self.decoder.initial_cache(b, encoded.dtype, device)
+        zero = torch.zeros(b, dtype=torch.int64, device=device)
+        for rows, part in zip((cache.cross_keys, cache.cross_values), self.decoder.project_audio(encoded), strict=True):
+            self.decoder.write_rows(rows, part, zero)
+        frames = zero + t
+        prompt = torch.tensor(self.tokens.prompt(), device=device)[None, None].expand(b, 1, -1)
+        hidden = self.decoder.forward_tokens(prompt, zero, frames, cache)
+        length = zero + prompt.shape[-1]
+        suppress = torch.tensor(self.tokens.suppress, device=device)
+        begin = torch.tensor(self.tokens.suppress_begin, device=device)
         out: list[list[int]] = [[] for _ in range(b)]
-        done = torch.zeros(b, dtype=torch.bool, device=encoded.device)
+        done = torch.zeros(b, dtype=torch.bool, device=device)
         for i in range(max_new_tokens):
-            scores = logits[:, -1].float()
+            scores = self.decoder.output(hidden[:, 0, -1]).float()
             scores[:, suppress] = -torch.inf
             if i == 0:
                 scores[:, begin] = -torch.inf
             token = scores.argmax(-1)
             done |= token == self.tokens.eot
-            if bool(done.all()):
+            if bool(done.all()) or int(length.max()) >= self.decoder.token_capacity:
                 break
             for row in torch.nonzero(~done).flatten().tolist():
                 out[row].append(int(token[row]))
-            logits, state = self.decoder.step(token[:, None], state)
+            hidden = self.decoder.forward_tokens(token[:, None, None], length, frames, cache)
+            length = length + 1
         return out

@@ -30,12 +30,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from streaming.contract import Tensors
+from streaming.inline import InlineSteps, Requests, drive
+
 from ..hypothesis import Hypothesis, Word
 from ..vad import WINDOW, VADState, speech_probabilities
-from .decoder import DecoderState
-from .encoder import EncoderState
 from .features import HOP, SAMPLE_RATE, StreamingFeatures
 from .model import CausalWhisper
+from .steps import TOKEN_BUCKET, WhisperAudioStep, WhisperDecoderStep
 
 FRAME_S = 2 * HOP / SAMPLE_RATE  # an encoder frame: 20 ms
 CHUNKS_MS = (100, 200, 300)
@@ -52,10 +54,13 @@ class StreamConfig:
     endpoint_silence_s: float | None = 0.8  # None: no end-of-utterance rule
     pause_after_s: float = 15.0  # past this, a segment also ends at any pause (long segments drift into loops)
     vad_threshold: float = 0.5
+    beam: int = 1  # 1: greedy; 2-4: beam search over each chunk's continuation
 
     def __post_init__(self) -> None:
         if self.chunk_ms % 20 or self.chunk_ms <= 0:
             raise ValueError(f"a chunk is a whole number of 20 ms encoder frames, got {self.chunk_ms} ms")
+        if not 1 <= self.beam <= 8:
+            raise ValueError(f"beam is 1 (greedy) to 8, got {self.beam}")
 
     @property
     def frames(self) -> int:
@@ -81,21 +86,48 @@ def _repeats(tokens: list[int], times: int = 3, longest: int = 4) -> bool:
                for n in range(1, longest + 1))
 
 
-class WhisperSession:
-    """One live stream: ``accept`` audio pieces, ``finish`` at the end; both return new hypotheses."""
+def whisper_steps(model: CausalWhisper, cfg: StreamConfig) -> tuple[WhisperAudioStep, WhisperDecoderStep]:
+    """The two step functions a session of ``cfg`` runs (its lanes on a scheduler)."""
+    return WhisperAudioStep(model, cfg.frames).eval(), WhisperDecoderStep(model, cfg.frames, cfg.look_back + 1).eval()
 
-    def __init__(self, model: CausalWhisper, cfg: StreamConfig = StreamConfig()) -> None:
+
+@dataclass
+class _Beam:
+    tokens: list[int]
+    logits: list[float]  # each token's raw logit when it was chosen
+    score: float = 0.0  # summed log-probability
+    ended: bool = False  # finished with end-of-text (not cut by a limit)
+
+    def normalised(self) -> float:
+        return self.score / max(1, len(self.tokens) + self.ended)
+
+
+class WhisperSession:
+    """One live stream: ``accept`` audio pieces, ``finish`` at the end; both return new hypotheses.
+
+    Steps run inline by default; ``feed``/``end`` are the same work as generators of step requests, for a
+    scheduler that batches many sessions' steps (``streaming.inline.drive_async``; lanes from
+    :func:`whisper_steps`)."""
+
+    def __init__(self, model: CausalWhisper, cfg: StreamConfig = StreamConfig(), inline: bool = True) -> None:
         self.model, self.cfg = model, cfg
         weight = next(model.parameters())
         self.device, self.dtype = weight.device, weight.dtype
         self.suppress = torch.tensor(model.tokens.suppress, device=self.device)  # once, not per token
         self.suppress_begin = torch.tensor(model.tokens.suppress_begin, device=self.device)
         self.continuations = torch.tensor(model.tokens.continuations, device=self.device)
+        audio_step, decoder_step = whisper_steps(model, cfg)
+        self.lanes = {"audio": audio_step.name, "decoder": decoder_step.name}
+        self.steps = InlineSteps({audio_step.name: audio_step, decoder_step.name: decoder_step}, self.device,
+                                 self.dtype) if inline else None
+        layers, d = len(model.decoder.hf.layers), model.decoder.d_model
+        self.no_audio = torch.zeros(layers, cfg.frames, d, dtype=self.dtype, device=self.device)
+        self.new_audio: tuple[Tensor, Tensor] | None = None  # the last chunk's cross-attention rows, not yet sent
         self.features = StreamingFeatures()
         self.pending = torch.zeros(model.encoder.hf.conv1.in_channels, 0)
         self.segment = _Segment()
         self.context: list[int] = []
-        self.chunks = 0
+        self.chunks = 0  # encoded in the open segment
         self.finished = False
         self.vad = VADState()
         self.vad_windows: list[bool] = []  # speech decisions of 32 ms windows not yet reached by a chunk
@@ -104,14 +136,27 @@ class WhisperSession:
         self.silence_s = 0.0  # trailing non-speech up to the current chunk's end
         self.heard_speech = False  # in the open segment
         self.preroll: Tensor | None = None  # the last skipped chunk: speech onsets straddle chunks
-        self._reset_states()
 
-    def _reset_states(self) -> None:
-        self.encoder_state: EncoderState = self.model.encoder.initial_state(1, self.dtype, self.device)
-        self.decoder_state: DecoderState = self.model.decoder.initial_state(1, self.dtype, self.device)
+    @property
+    def frames(self) -> int:
+        """Encoder frames in the open segment (the valid length of both frame caches)."""
+        return self.chunks * self.cfg.frames
 
     # ---- audio in ----------------------------------------------------------------------------------
     def accept(self, audio: np.ndarray | Tensor) -> list[Hypothesis]:
+        return drive(self.feed(audio), self._inline())
+
+    def finish(self) -> list[Hypothesis]:
+        """Decodes the last, partial chunk (padded with the feature floor) and finalises the segment."""
+        return drive(self.end(), self._inline())
+
+    def _inline(self):
+        if self.steps is None:
+            raise RuntimeError("this session runs on a scheduler: drive feed()/end() with its streams")
+        return self.steps
+
+    def feed(self, audio: np.ndarray | Tensor) -> Requests[list[Hypothesis]]:
+        """``accept`` as step requests."""
         if self.finished:
             raise RuntimeError("this session has finished; open a new one")
         audio = torch.as_tensor(np.asarray(audio, dtype=np.float32))
@@ -121,16 +166,20 @@ class WhisperSession:
         self.pending = torch.cat([self.pending, self.features.process(audio)], dim=1)
         return self._run(final=False)
 
-    def finish(self) -> list[Hypothesis]:
-        """Decodes the last, partial chunk (padded with the feature floor) and finalises the segment."""
+    def end(self) -> Requests[list[Hypothesis]]:
+        """``finish`` as step requests."""
         if self.finished:
-            return []
+            return self._nothing()
         self.finished = True
         self.pending = torch.cat([self.pending, self.features.flush()], dim=1)
-        return self._run(final=True) + self._finalise()
+        return self._run(final=True)
 
-    @torch.inference_mode()
-    def _run(self, final: bool) -> list[Hypothesis]:
+    @staticmethod
+    def _nothing() -> Requests[list[Hypothesis]]:
+        return []
+        yield  # a generator that asks for nothing
+
+    def _run(self, final: bool) -> Requests[list[Hypothesis]]:
         width = 2 * self.cfg.frames
         events: list[Hypothesis] = []
         while self.pending.shape[1] >= width or (final and self.pending.shape[1] > 0):
@@ -139,7 +188,7 @@ class WhisperSession:
                 chunk = torch.nn.functional.pad(chunk, (0, width - chunk.shape[1]), value=self.features.floor())
             self._hear_until((self.chunks_taken + 1) * self.cfg.chunk_ms / 1000)
             self.chunks_taken += 1
-            if int(self.encoder_state.length) + 2 * self.cfg.frames > self.model.encoder.capacity:
+            if self.frames + 2 * self.cfg.frames > self.model.encoder.capacity:
                 events += self._finalise()
             if not self.heard_speech:  # silence before the segment's speech: skip it (one chunk kept as pre-roll)
                 self.segment.start_s += self.cfg.chunk_ms / 1000
@@ -147,16 +196,16 @@ class WhisperSession:
                 continue
             if self.preroll is not None:  # the chunk before the onset, encoded but not decoded on its own
                 self.segment.start_s -= self.cfg.chunk_ms / 1000
-                self._encode(self.preroll)
+                yield from self._encode(self.preroll)
                 self.preroll = None
-            self._encode(chunk)
-            if self._decode(self.chunks * self.cfg.chunk_ms / 1000):
+            yield from self._encode(chunk)
+            if (yield from self._decode(self.chunks * self.cfg.chunk_ms / 1000)):
                 events.append(self._hypothesis(final=False))
             endpoint = self.cfg.endpoint_silence_s
             long_enough = self.chunks * self.cfg.chunk_ms / 1000 >= self.cfg.pause_after_s
             if not final and self.silence_s > 0 and (long_enough or endpoint is not None and self.silence_s >= endpoint):
                 events += self._finalise()  # a segment without tokens (noise) ends too, silently
-        return events
+        return events + (self._finalise() if final else [])
 
     def _hear_until(self, time_s: float) -> None:
         """Takes the VAD decisions of the windows that end by ``time_s`` (the current chunk's end)."""
@@ -167,11 +216,28 @@ class WhisperSession:
         del self.vad_windows[:max(0, reached)]
         self.vad_consumed += max(0, reached)
 
-    def _encode(self, chunk: Tensor) -> None:
-        encoded, self.encoder_state = self.model.encoder.stream(chunk[None].to(self.device, self.dtype),
-                                                                self.encoder_state)
-        self.decoder_state = self.model.decoder.extend_audio(encoded, self.decoder_state)
+    def _encode(self, chunk: Tensor) -> Requests[None]:
+        if self.new_audio is not None:  # two chunks in a row (the pre-roll): the first goes in alone
+            yield from self._step_decoder([[self.model.tokens.eot]], 0, 1)
+        out = yield self.lanes["audio"], {"mel": chunk.to(self.device, self.dtype),
+                                          "position": torch.tensor(self.frames, device=self.device)}
+        self.new_audio = (out["audio_keys"], out["audio_values"])
         self.chunks += 1
+
+    def _step_decoder(self, rows: list[list[int]], start: int, count: int) -> Requests[Tensor]:
+        """One decoder call: ``rows`` of tokens at ``start`` (the first call after a chunk brings its audio)."""
+        capacity = self.model.encoder.capacity
+        if self.new_audio is None:
+            keys = values = self.no_audio
+            audio_at = capacity  # the scratch rows
+        else:
+            (keys, values), self.new_audio = self.new_audio, None
+            audio_at = self.frames - self.cfg.frames
+        out = yield self.lanes["decoder"], {
+            "tokens": torch.tensor(rows, device=self.device), "start": torch.tensor(start, device=self.device),
+            "count": torch.tensor(count, device=self.device), "audio_at": torch.tensor(audio_at, device=self.device),
+            "frames": torch.tensor(self.frames, device=self.device), "audio_keys": keys, "audio_values": values}
+        return out["logits"]
 
     # ---- decoding ----------------------------------------------------------------------------------
     def _prefix(self) -> list[int]:
@@ -189,38 +255,92 @@ class WhisperSession:
             scores[..., self.continuations] = -torch.inf
         return scores
 
-    def _decode(self, now_s: float) -> bool:
-        """Re-checks the open tail against the new audio and continues greedily; True if the text or the
-        committed part changed."""
-        seg, cfg = self.segment, self.cfg
+    def _stops(self, prefix: list[int], tokens: list[int], budget: float) -> bool:
+        """Whether a candidate (the last of ``tokens``, the segment's) may not come: it would make a Whisper
+        loop, or the segment already has its tokens-per-second budget or fills the decoder."""
+        before = len(tokens) - 1
+        return before >= budget or _repeats(tokens) or len(prefix) + before >= self.model.decoder.token_capacity - 1
+
+    def _decode(self, now_s: float) -> Requests[bool]:
+        """Re-checks the open tail against the new audio and continues; True if the text or the committed
+        part changed."""
+        seg = self.segment
         prefix = self._prefix()
         before = (list(seg.tokens), seg.stable_end)
-        state = self.model.decoder.rewind(self.decoder_state, torch.zeros(1, dtype=torch.int64, device=self.device))
-        logits, state = self.model.decoder.step(torch.tensor([prefix + seg.tokens], device=self.device), state)
+        sequence = prefix + seg.tokens
+        padded = -(-len(sequence) // TOKEN_BUCKET) * TOKEN_BUCKET
+        logits = yield from self._step_decoder([sequence + [self.model.tokens.eot] * (padded - len(sequence))], 0,
+                                               len(sequence))
+        first = len(sequence) - logits.shape[1]  # the position of logits[0, 0]
         for i in range(seg.committed, len(seg.tokens)):  # the stability rule on the open tail
-            scores = self._scores(logits[0, len(prefix) + i - 1], i)
+            scores = self._scores(logits[0, len(prefix) + i - 1 - first], i)
             token = seg.tokens[i]
             if not (scores[token] >= seg.logits[i] or int(scores.argmax()) == token):
                 del seg.tokens[i:], seg.logits[i:], seg.emitted_s[i:], seg.checks[i:]
                 break
             seg.checks[i] += 1
-        state = self.model.decoder.rewind(state, torch.tensor([len(prefix) + len(seg.tokens)], device=self.device))
-        scores = self._scores(logits[0, len(prefix) + len(seg.tokens) - 1], len(seg.tokens))
-        budget = 8 + cfg.max_tokens_per_s * now_s
-        for _ in range(cfg.max_tokens_per_chunk):
-            token = int(scores.argmax())
-            if (token == self.model.tokens.eot or len(seg.tokens) >= budget or _repeats([*seg.tokens, token])
-                    or len(prefix) + len(seg.tokens) >= self.model.decoder.token_capacity - 1):
-                break
-            seg.tokens.append(token)
-            seg.logits.append(float(scores[token]))
-            seg.emitted_s.append(now_s)
-            seg.checks.append(0)
-            step_logits, state = self.model.decoder.step(torch.tensor([[token]], device=self.device), state)
-            scores = self._scores(step_logits[0, -1], len(seg.tokens))
-        self.decoder_state = state
-        self._commit(ended=token == self.model.tokens.eot)
+        scores = self._scores(logits[0, len(prefix) + len(seg.tokens) - 1 - first], len(seg.tokens))
+        budget = 8 + self.cfg.max_tokens_per_s * now_s
+        search = self._greedy if self.cfg.beam == 1 else self._beam_search
+        chosen = yield from search(prefix, scores, budget)
+        seg.tokens += chosen.tokens
+        seg.logits += chosen.logits
+        seg.emitted_s += [now_s] * len(chosen.tokens)
+        seg.checks += [0] * len(chosen.tokens)
+        self._commit(ended=chosen.ended)
         return (seg.tokens, seg.stable_end) != before
+
+    def _greedy(self, prefix: list[int], scores: Tensor, budget: float) -> Requests[_Beam]:
+        tokens = self.segment.tokens
+        chosen = _Beam([], [])
+        for _ in range(self.cfg.max_tokens_per_chunk):
+            token = int(scores.argmax())
+            if token == self.model.tokens.eot:
+                chosen.ended = True
+                break
+            if self._stops(prefix, [*tokens, *chosen.tokens, token], budget):
+                break
+            chosen.tokens.append(token)
+            chosen.logits.append(float(scores[token]))
+            logits = yield from self._step_decoder([[token]], len(prefix) + len(tokens) + len(chosen.tokens) - 1, 1)
+            scores = self._scores(logits[0, -1], len(tokens) + len(chosen.tokens))
+        return chosen
+
+    def _beam_search(self, prefix: list[int], scores: Tensor, budget: float) -> Requests[_Beam]:
+        """Beam search over this chunk's continuation (Whisper's: ``beam`` live beams, each extended by its
+        best ``beam + 1`` tokens, until ``beam`` have finished); the best by mean log-probability wins.
+        Beams share the cached segment and re-send their own tokens each step (at most a chunk's worth)."""
+        width, eot = self.cfg.beam, self.model.tokens.eot
+        tokens, shared = self.segment.tokens, len(prefix) + len(self.segment.tokens)
+        live, finished, rows = [_Beam([], [])], [], [scores]
+        for _ in range(self.cfg.max_tokens_per_chunk):
+            candidates = []
+            for beam, row in zip(live, rows, strict=True):
+                logp = torch.log_softmax(row, -1)
+                top = torch.topk(logp, width + 1)
+                candidates += [(beam.score + float(lp), beam, int(t), float(row[t])) for lp, t in zip(*top)]
+            candidates.sort(key=lambda c: -c[0])
+            following: list[_Beam] = []
+            barred = {id(beam): 0 for beam in live}
+            for score, beam, token, logit in candidates:
+                if token == eot:
+                    finished.append(_Beam(beam.tokens, beam.logits, score, ended=True))
+                elif self._stops(prefix, [*tokens, *beam.tokens, token], budget):
+                    barred[id(beam)] += 1
+                elif len(following) < width:
+                    following.append(_Beam([*beam.tokens, token], [*beam.logits, logit], score))
+            finished += [beam for beam in live if barred[id(beam)] == width + 1]  # cut by a limit, as it is
+            if len(finished) >= width or not following:
+                break
+            live = following
+            grid = [b.tokens for b in live] + [live[-1].tokens] * (width - len(live))  # a full batch shape
+            logits = yield from self._step_decoder(grid, shared, len(live[0].tokens))
+            rows = [self._scores(logits[r, -1], len(tokens) + len(b.tokens)) for r, b in enumerate(live)]
+        else:
+            finished += live
+        if not finished:
+            finished = live
+        return max(finished, key=_Beam.normalised)
 
     def _commit(self, ended: bool) -> None:
         """Advances the committed tokens and the committed words (see the module's docstring)."""
@@ -257,15 +377,16 @@ class WhisperSession:
                           len(words) if final else stable)
 
     def _finalise(self) -> list[Hypothesis]:
-        """Commits the whole segment and starts the next one with fresh caches (30 s is Whisper's window)."""
+        """Commits the whole segment and starts the next one with empty caches (30 s is Whisper's window):
+        the caches' valid lengths go back to 0."""
         final = [self._hypothesis(final=True)] if self.segment.tokens else []
         self.context = (self.context + self.segment.tokens)[-self.cfg.prompt_tokens :]
         start = self.segment.start_s + self.chunks * self.cfg.chunk_ms / 1000
         self.segment = _Segment(index=self.segment.index + 1, start_s=start)
         self.chunks = 0
+        self.new_audio = None
         self.heard_speech = self.silence_s == 0.0
         self.preroll = None
-        self._reset_states()
         return final
 
 

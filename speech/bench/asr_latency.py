@@ -46,6 +46,7 @@ class AsrLatencyConfig:
     chunk_ms: int = 300
     adapter: str | None = "shipped"  # 'shipped', a directory, or None (causal Whisper without LoRA)
     la2_min_chunk_s: float = 1.0  # whisper_streaming's default --min-chunk-size
+    beam: int = 1  # ours: 1 greedy, 2-4 beam search
     threads: int = field(default_factory=torch.get_num_threads)  # both systems get the same
 
 
@@ -64,10 +65,10 @@ class StreamingSystem(Protocol):
 class CausalWhisperSystem:
     """Our session; a word is committed once it is among a hypothesis's ``stable`` words."""
 
-    def __init__(self, name: str, model, chunk_ms: int) -> None:
+    def __init__(self, name: str, model, chunk_ms: int, beam: int = 1) -> None:
         from asr.whisper.streaming import StreamConfig
 
-        self.name, self.model, self.cfg = name, model, StreamConfig(chunk_ms=chunk_ms)
+        self.name, self.model, self.cfg = name, model, StreamConfig(chunk_ms=chunk_ms, beam=beam)
         self.tick_s, self.lead_s = chunk_ms / 1000, 0.0025
 
     def start(self) -> None:
@@ -205,7 +206,9 @@ def _systems(cfg: AsrLatencyConfig) -> list[StreamingSystem]:
 
     model = load_causal_whisper(cfg.whisper, cfg.chunk_ms, cfg.adapter)
     lora = "no LoRA" if cfg.adapter is None else "+ LoRA"
-    return [CausalWhisperSystem(f"causal {cfg.whisper} {cfg.chunk_ms} ms {lora} (ours)", model, cfg.chunk_ms),
+    beam = "greedy" if cfg.beam == 1 else f"beam {cfg.beam}"
+    return [CausalWhisperSystem(f"causal {cfg.whisper} {cfg.chunk_ms} ms {lora} {beam} (ours)", model, cfg.chunk_ms,
+                                cfg.beam),
             LocalAgreementSystem(ct2_directory(cfg.whisper), cfg.threads, cfg.la2_min_chunk_s)]
 
 

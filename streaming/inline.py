@@ -1,0 +1,64 @@
+"""Host logic written once for both ways of running steps: inline for one stream, or on the scheduler.
+
+A model's host logic (decoding, endpointing) is a generator that yields ``(lane, inputs)`` step requests
+(per-stream tensors, no batch axis), receives each request's outputs, and returns its result. ``drive``
+runs it against :class:`InlineSteps` (one stream, no scheduler: a CLI on one file); ``drive_async`` against
+any coroutine, e.g. the streams of a :class:`~streaming.scheduler.ChunkScheduler`, where the steps of many
+streams are batched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Generator, Mapping
+from typing import TypeVar
+
+import torch
+
+from .contract import RowUpdate, StepFunction, Tensors
+
+Result = TypeVar("Result")
+Requests = Generator[tuple[str, Tensors], Tensors, Result]
+
+
+def drive(host: Requests[Result], run: Callable[[str, Tensors], Tensors]) -> Result:
+    """Runs host logic to its end, answering every step request with ``run``."""
+    try:
+        request = next(host)
+        while True:
+            request = host.send(run(*request))
+    except StopIteration as done:
+        return done.value
+
+
+async def drive_async(host: Requests[Result], run: Callable[[str, Tensors], Awaitable[Tensors]]) -> Result:
+    """:func:`drive` with a coroutine answering the requests (a scheduler's streams)."""
+    try:
+        request = next(host)
+        while True:
+            request = host.send(await run(*request))
+    except StopIteration as done:
+        return done.value
+
+
+class InlineSteps:
+    """One stream's steps run where they are called, with the state handling of the slot pool
+    (a :class:`RowUpdate` writes its rows in place); ``steps`` maps lane names to step functions."""
+
+    def __init__(self, steps: Mapping[str, StepFunction], device: torch.device | str = "cpu",
+                 dtype: torch.dtype = torch.float32) -> None:
+        self.steps = dict(steps)
+        self.states = {}
+        for lane, step in self.steps.items():
+            state = step.initial_state(1, device)
+            self.states[lane] = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+
+    @torch.inference_mode()
+    def __call__(self, lane: str, inputs: Tensors) -> Tensors:
+        state = self.states[lane]
+        outputs, next_state = self.steps[lane].step({k: v[None] for k, v in inputs.items()}, state)
+        for name, value in next_state.items():
+            if isinstance(value, RowUpdate):
+                value.apply(state[name])
+            else:
+                state[name] = value
+        return {k: v[0] for k, v in outputs.items()}
