@@ -73,12 +73,14 @@ class TorchBackend:
     def prepare(self, step: StepFunction) -> StepFunction:
         """The step with its weights on this device and dtype, in eval mode.
 
-        A step already there is shared as it is (steps are read-only); any other is copied, so that
-        the caller's module, perhaps also serving another lane or backend, is never changed.
+        A step already there, with no module in training mode, is shared as it is (steps are read-only;
+        a wrapper's own flag does not count, only what runs); any other is copied, so that the caller's
+        module, perhaps also serving another lane or backend, is never changed.
         """
         tensors = [*step.parameters(), *step.buffers()]
         if all(t.device == self.device and (t.dtype == self.dtype or not t.is_floating_point()) for t in tensors):
-            return step if not step.training else copy.deepcopy(step).eval()
+            running = [m for m in step.modules() if m is not step]
+            return step if not any(m.training for m in running) else copy.deepcopy(step).eval()
         return copy.deepcopy(step).to(device=self.device, dtype=self.dtype).eval()
 
     def state_dtype(self, spec: StateSpec) -> torch.dtype:

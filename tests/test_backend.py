@@ -71,3 +71,17 @@ def test_thread_executor_gives_the_same_outputs_as_inline():
         threaded = asyncio.run(run(executor))
     inline = asyncio.run(run(None))
     assert all(torch.equal(a, b) for a, b in zip(threaded, inline))
+
+
+def test_prepare_shares_an_evaluating_step_and_copies_one_in_training():
+    """A step wrapping modules in eval mode is shared as it is (the wrapper's own flag runs nothing: a
+    copy would duplicate the model per lane); one with a module in training mode is copied into eval."""
+    backend = TorchBackend()
+    step = ReferenceStep(channels=16, layers=2)
+    for module in step.children():
+        module.eval()
+    assert step.training and backend.prepare(step) is step
+    training = ReferenceStep(channels=16, layers=2)
+    prepared = backend.prepare(training)
+    assert prepared is not training and not any(m.training for m in prepared.modules())
+    assert training.training, "the caller's module is left as it was"

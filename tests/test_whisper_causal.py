@@ -142,14 +142,14 @@ def test_decoder_step_equals_teacher_forcing(model, audio):
 
         def run(first: int, last: int, rows=None) -> torch.Tensor:
             piece = tokens[:, None, first:last] if rows is None else rows
-            return dec.output(dec.forward_tokens(piece, torch.tensor([first]), frames, cache))[:, 0]
+            return dec.output(dec.forward_tokens(piece, torch.tensor([first]), frames, cache)[0])[:, 0]
 
         stepped = [run(0, 3)] + [run(i, i + 1) for i in range(3, tokens.shape[1])]
         assert (torch.cat(stepped, 1) - reference).abs().max() < TOL
         again = run(5, tokens.shape[1])  # rewound to 5
         assert (again - reference[:, 5:]).abs().max() < TOL
         beams = torch.stack([tokens[0, 5:], tokens[0, 5:].flip(0)])[None]  # two rows after the shared prefix
-        both = dec.output(dec.forward_tokens(beams, torch.tensor([5]), frames, cache))[0]
+        both = dec.output(dec.forward_tokens(beams, torch.tensor([5]), frames, cache)[0])[0]
         flipped = dec.logits(torch.cat([tokens[:, :5], beams[:, 1]], 1), encoded)[0, 5:]
     assert (both[0] - reference[0, 5:]).abs().max() < TOL
     assert (both[1] - flipped).abs().max() < TOL

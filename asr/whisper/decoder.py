@@ -96,9 +96,11 @@ class WhisperDecoderStack(nn.Module):
         cache.scatter_(2, positions[:, None, :, None].expand(rows.shape), rows.to(cache.dtype))
         return positions
 
-    def forward_tokens(self, tokens: Tensor, start: Tensor, frames: Tensor, cache: DecoderCache) -> Tensor:
+    def forward_tokens(self, tokens: Tensor, start: Tensor, frames: Tensor, cache: DecoderCache
+                       ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """``tokens [B, R, N]`` at positions ``start [B] ..`` over the cached tokens ``< start`` and frames
-        ``< frames [B]`` -> hidden states ``[B, R, N, D]``. Row 0's keys and values are written to the cache.
+        ``< frames [B]`` -> hidden states ``[B, R, N, D]`` and row 0's keys and values ``[B, layers, N, D]``,
+        which are also written to the cache.
 
         Rows are beams: each sees the shared cached prefix and its own tokens (causally)."""
         b, r, n = tokens.shape
@@ -113,19 +115,22 @@ class WhisperDecoderStack(nn.Module):
         self_mask = torch.cat([prefix_mask.expand(b, 1, n, cached), own.expand(b, 1, n, n)], -1)  # [B, 1, N, cached + N]
         span = int(frames.max())
         cross_mask = (torch.arange(span, device=tokens.device)[None, :] < frames[:, None])[:, None, None, :]
+        written_keys, written_values = [], []
         for i, layer in enumerate(self.hf.layers):
             attn = layer.self_attn
             h = layer.self_attn_layer_norm(x)
             k, v = attn.k_proj(h).unflatten(1, (r, n)), attn.v_proj(h).unflatten(1, (r, n))  # [B, R, N, D]
             self.write_rows(cache.self_keys[:, i : i + 1], k[:, :1], start)
             self.write_rows(cache.self_values[:, i : i + 1], v[:, :1], start)
+            written_keys.append(k[:, 0])
+            written_values.append(v[:, 0])
             x = x + self._attend_rows(attn, h, cache.self_keys[:, i, :cached], cache.self_values[:, i, :cached],
                                       k, v, self_mask)
             cross = layer.encoder_attn
             x = x + self._attend(cross, layer.encoder_attn_layer_norm(x), cache.cross_keys[:, i, :span],
                                  cache.cross_values[:, i, :span], cross_mask)
             x = x + layer.fc2(F.gelu(layer.fc1(layer.final_layer_norm(x))))
-        return x.unflatten(1, (r, n))
+        return x.unflatten(1, (r, n)), (torch.stack(written_keys, 1), torch.stack(written_values, 1))
 
     def _attend_rows(self, attn: nn.Module, h: Tensor, prefix_keys: Tensor, prefix_values: Tensor, keys: Tensor,
                      values: Tensor, mask: Tensor) -> Tensor:

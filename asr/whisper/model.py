@@ -44,7 +44,7 @@ class CausalWhisper(nn.Module):
             self.decoder.write_rows(rows, part, zero)
         frames = zero + t
         prompt = torch.tensor(self.tokens.prompt(), device=device)[None, None].expand(b, 1, -1)
-        hidden = self.decoder.forward_tokens(prompt, zero, frames, cache)
+        hidden, _ = self.decoder.forward_tokens(prompt, zero, frames, cache)
         length = zero + prompt.shape[-1]
         suppress = torch.tensor(self.tokens.suppress, device=device)
         begin = torch.tensor(self.tokens.suppress_begin, device=device)
@@ -61,6 +61,6 @@ class CausalWhisper(nn.Module):
                 break
             for row in torch.nonzero(~done).flatten().tolist():
                 out[row].append(int(token[row]))
-            hidden = self.decoder.forward_tokens(token[:, None, None], length, frames, cache)
+            hidden, _ = self.decoder.forward_tokens(token[:, None, None], length, frames, cache)
             length = length + 1
         return out

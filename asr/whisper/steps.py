@@ -90,15 +90,13 @@ class WhisperDecoderStep(StepFunction):
         audio_rows = dec.write_rows(cache.cross_keys, inputs["audio_keys"], inputs["audio_at"])
         dec.write_rows(cache.cross_values, inputs["audio_values"], inputs["audio_at"])
         tokens, start, count = inputs["tokens"], inputs["start"], inputs["count"]
-        hidden = dec.forward_tokens(tokens, start, inputs["frames"], cache)  # [B, R, N, D]
+        hidden, (keys, values) = dec.forward_tokens(tokens, start, inputs["frames"], cache)  # [B, R, N, D]
         n = tokens.shape[-1]
         m = min(n, self.positions)
         at = (count[:, None] - m + torch.arange(m, device=tokens.device)).clamp(min=0)  # [B, M]
         picked = hidden.gather(2, at[:, None, :, None].expand(*hidden.shape[:2], m, hidden.shape[-1]))
         token_rows = start[:, None] + torch.arange(n, device=tokens.device)
-        index = token_rows[:, None, :, None].expand(-1, cache.self_keys.shape[1], n, cache.self_keys.shape[-1])
         return ({"logits": dec.output(picked)},
-                {"self_keys": RowUpdate(token_rows, cache.self_keys.gather(2, index), 1),
-                 "self_values": RowUpdate(token_rows, cache.self_values.gather(2, index), 1),
+                {"self_keys": RowUpdate(token_rows, keys, 1), "self_values": RowUpdate(token_rows, values, 1),
                  "cross_keys": RowUpdate(audio_rows, inputs["audio_keys"], 1),
                  "cross_values": RowUpdate(audio_rows, inputs["audio_values"], 1)})

@@ -88,7 +88,7 @@ def _repeats(tokens: list[int], times: int = 3, longest: int = 4) -> bool:
 
 def whisper_steps(model: CausalWhisper, cfg: StreamConfig) -> tuple[WhisperAudioStep, WhisperDecoderStep]:
     """The two step functions a session of ``cfg`` runs (its lanes on a scheduler)."""
-    return WhisperAudioStep(model, cfg.frames).eval(), WhisperDecoderStep(model, cfg.frames, cfg.look_back + 1).eval()
+    return WhisperAudioStep(model, cfg.frames), WhisperDecoderStep(model, cfg.frames, cfg.look_back + 1)
 
 
 @dataclass
