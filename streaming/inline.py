@@ -14,6 +14,7 @@ from typing import TypeVar
 
 import torch
 
+from .backend import Backend
 from .contract import RowUpdate, StepFunction, Tensors
 
 Result = TypeVar("Result")
@@ -41,24 +42,25 @@ async def drive_async(host: Requests[Result], run: Callable[[str, Tensors], Awai
 
 
 class InlineSteps:
-    """One stream's steps run where they are called, with the state handling of the slot pool
+    """One stream's steps run where they are called, on ``backend``, with the state handling of the slot pool
     (a :class:`RowUpdate` writes its rows in place); ``steps`` maps lane names to step functions."""
 
-    def __init__(self, steps: Mapping[str, StepFunction], device: torch.device | str = "cpu",
-                 dtype: torch.dtype = torch.float32) -> None:
-        self.steps = dict(steps)
+    def __init__(self, steps: Mapping[str, StepFunction], backend: Backend) -> None:
+        self.backend = backend
+        self.steps = {lane: backend.prepare(step) for lane, step in steps.items()}
         self.states = {}
         for lane, step in self.steps.items():
-            state = step.initial_state(1, device)
-            self.states[lane] = {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+            specs = {spec.name: spec for spec in step.signature.states}
+            self.states[lane] = {name: value.to(backend.device, backend.state_dtype(specs[name]))
+                                 for name, value in step.initial_state(1).items()}
 
-    @torch.inference_mode()
     def __call__(self, lane: str, inputs: Tensors) -> Tensors:
         state = self.states[lane]
-        outputs, next_state = self.steps[lane].step({k: v[None] for k, v in inputs.items()}, state)
-        for name, value in next_state.items():
-            if isinstance(value, RowUpdate):
-                value.apply(state[name])
-            else:
-                state[name] = value
+        outputs, next_state = self.backend.run(self.steps[lane], {k: v[None] for k, v in inputs.items()}, state)
+        with torch.inference_mode():
+            for name, value in next_state.items():
+                if isinstance(value, RowUpdate):
+                    value.apply(state[name])
+                else:
+                    state[name] = value
         return {k: v[0] for k, v in outputs.items()}

@@ -8,11 +8,10 @@ a stream that emits a label stays on its frame, the others wait, exactly like de
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor
-
-from .heads import Transducer
 
 
 @dataclass
@@ -25,22 +24,28 @@ class RNNTState:
 Emissions = list[list[tuple[int, int]]]  # per stream: (token, frame index in the chunk)
 
 
+class TransducerSteps(Protocol):
+    """The RNNT prediction and joint steps on some backend (``steps.HeadSteps``)."""
+
+    def predict(self, token: Tensor, h: Tensor, c: Tensor) -> tuple[Tensor, Tensor, Tensor]: ...
+
+    def joint(self, encoded: Tensor, predicted: Tensor) -> Tensor: ...
+
+
 @torch.no_grad()
-def rnnt_greedy(transducer: Transducer, encoded: Tensor, lengths: Tensor, state: RNNTState,
-                max_symbols: int) -> tuple[Emissions, RNNTState]:
+def rnnt_greedy(steps: TransducerSteps, encoded: Tensor, lengths: Tensor, state: RNNTState,
+                max_symbols: int, blank: int) -> tuple[Emissions, RNNTState]:
     """Frame-synchronous greedy search over ``encoded [B, T, D]`` (``lengths [B]`` real frames)."""
-    blank = transducer.cfg.blank
     batch, frames = encoded.shape[:2]
-    enc_proj = transducer.joint_enc(encoded)
     token, h, c = state.last_token.clone(), state.h.clone(), state.c.clone()
-    g, h_next, c_next = transducer.predict_step(token, h, c)
+    g, h_next, c_next = steps.predict(token, h, c)
     emitted: Emissions = [[] for _ in range(batch)]
     for t in range(frames):
         active = lengths > t
         for _ in range(max_symbols):
             if not bool(active.any()):
                 break
-            logits = transducer.joint(enc_proj[:, t], transducer.joint_pred(g))
+            logits = steps.joint(encoded[:, t], g)
             best = logits.argmax(dim=-1)
             emit = active & (best != blank)
             if not bool(emit.any()):
@@ -50,7 +55,7 @@ def rnnt_greedy(transducer: Transducer, encoded: Tensor, lengths: Tensor, state:
             token = torch.where(emit, best, token)
             h = torch.where(emit[:, None, None], h_next, h)
             c = torch.where(emit[:, None, None], c_next, c)
-            g_new, h_new, c_new = transducer.predict_step(token, h, c)
+            g_new, h_new, c_new = steps.predict(token, h, c)
             g = torch.where(emit[:, None], g_new, g)
             h_next = torch.where(emit[:, None, None], h_new, h_next)
             c_next = torch.where(emit[:, None, None], c_new, c_next)

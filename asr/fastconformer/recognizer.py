@@ -14,13 +14,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from streaming.backend import Backend, TorchBackend
 from streaming.blocks import StreamingLogMel
 
 from ..hypothesis import Hypothesis, Word
 from .config import Context
 from .decoding import RNNTState, ctc_greedy, rnnt_greedy
-from .encoder import EncoderState
 from .model import FastConformer
+from .steps import EncoderStep, HeadSteps
 
 
 @dataclass(frozen=True)
@@ -41,10 +42,13 @@ class _Segment:
 
 
 class Recognizer:
-    """One model at one lookahead with one decoder; makes sessions and transcribes whole signals."""
+    """One model at one lookahead with one decoder; makes sessions and transcribes whole signals.
+
+    Sessions run the encoder and head steps on ``backend`` (torch on the CPU by default; ONNX Runtime with
+    ``streaming.onnx_backend``); the offline forward is always torch (the parity reference)."""
 
     def __init__(self, model: FastConformer, lookahead_ms: float | None = None, decoder: str | None = None,
-                 endpoint: EndpointConfig = EndpointConfig()) -> None:
+                 endpoint: EndpointConfig = EndpointConfig(), backend: Backend | None = None) -> None:
         self.model = model.eval()
         enc = model.cfg.encoder
         self.context: Context = enc.att_context_size[0] if lookahead_ms is None else enc.context_for_lookahead_ms(
@@ -53,6 +57,10 @@ class Recognizer:
         if decoder not in model.decoders:
             raise ValueError(f"decoder {decoder!r} is not in this model; it has {', '.join(model.decoders)}")
         self.decoder, self.endpoint = decoder, endpoint
+        self.backend = backend or TorchBackend()
+        self.encoder_step = EncoderStep(model.encoder, self.context)
+        self.prepared_encoder = self.backend.prepare(self.encoder_step)
+        self.heads = HeadSteps(model, self.backend)
 
     @property
     def lookahead_ms(self) -> float:
@@ -67,10 +75,12 @@ class Recognizer:
             return RNNTState(*self.model.transducer.initial_state(batch, device))
         return torch.full((batch,), self.model.cfg.heads.blank, dtype=torch.int64, device=device)
 
-    def decode(self, encoded: Tensor, lengths: Tensor, state: RNNTState | Tensor):
+    def decode(self, encoded: Tensor, lengths: Tensor, state: RNNTState | Tensor, heads: HeadSteps | None = None):
+        """Greedy tokens of one chunk of encoder frames per stream, on ``heads`` (the session backend's by default)."""
+        heads, blank = heads or self.heads, self.model.cfg.heads.blank
         if self.decoder == "rnnt":
-            return rnnt_greedy(self.model.transducer, encoded, lengths, state, self.model.cfg.heads.max_symbols)
-        return ctc_greedy(self.model.ctc(encoded), lengths, state, self.model.cfg.heads.blank)
+            return rnnt_greedy(heads, encoded, lengths, state, self.model.cfg.heads.max_symbols, blank)
+        return ctc_greedy(heads.ctc(encoded), lengths, state, blank)
 
     def hypothesis(self, tokens: list[tuple[int, int]], final: bool, segment: int) -> Hypothesis:
         frame_s = self.model.frame_seconds
@@ -90,7 +100,8 @@ class Recognizer:
             batch[i, : len(a)] = torch.as_tensor(a, dtype=torch.float32)
         mel, frames = self.model.features(batch, lengths)
         encoded, enc_lengths = self.model.encoder(mel, frames, self.context)
-        emitted, _ = self.decode(encoded, enc_lengths, self.initial_decoder_state(len(audios), device))
+        heads = HeadSteps(self.model, TorchBackend(device))
+        emitted, _ = self.decode(encoded, enc_lengths, self.initial_decoder_state(len(audios), device), heads)
         return [self.hypothesis(tokens, True, 0) for tokens in emitted]
 
     def transcribe(self, audio: np.ndarray) -> list[Hypothesis]:
@@ -110,7 +121,8 @@ class Session:
         self.samples = 0
         self.frames_emitted = 0
         self.pending = torch.zeros(model.cfg.encoder.feat_in, model.encoder.leading_pad)
-        self.encoder_state: EncoderState = model.encoder.initial_state(1)
+        self.encoder_state = {name: value.to(recognizer.backend.state_dtype(spec)) for (name, value), spec in zip(
+            recognizer.encoder_step.initial_state(1).items(), recognizer.encoder_step.signature.states)}
         self.decoder_state = recognizer.initial_decoder_state(1)
         self.segment = _Segment()
         self.segment_index = 0
@@ -178,9 +190,9 @@ class Session:
     def _run(self, chunks: list[tuple[Tensor, int]]) -> list[Hypothesis]:
         events: list[Hypothesis] = []
         for features, valid in chunks:
-            encoded, length, self.encoder_state = self.r.model.encoder.stream(
-                features[None], torch.tensor([valid]), self.encoder_state, self.r.context)
-            events += self.consume(encoded[0], int(length[0]))
+            out, self.encoder_state = self.r.backend.run(
+                self.r.prepared_encoder, {"features": features[None], "valid": torch.tensor([valid])}, self.encoder_state)
+            events += self.consume(out["encoded"][0], int(out["length"][0]))
         return events
 
     def _endpoint(self) -> bool:

@@ -8,7 +8,6 @@ import asyncio
 import numpy as np
 import torch
 
-from streaming.backend import TorchBackend
 from streaming.scheduler import ChunkScheduler
 
 from .recognizer import Hypothesis, Recognizer, Session
@@ -41,7 +40,7 @@ async def transcribe_many(recognizer: Recognizer, audios: list[np.ndarray], *, c
     step = EncoderStep(recognizer.model.encoder, recognizer.context)
     piece = int(piece_s * recognizer.model.cfg.features.sample_rate)
     gate = asyncio.Semaphore(concurrency)
-    async with ChunkScheduler(TorchBackend()) as scheduler:
+    async with ChunkScheduler(recognizer.backend) as scheduler:
         scheduler.add_lane(step.name, step, max_batch=concurrency, max_wait_ms=max_wait_ms, max_streams=concurrency)
 
         async def one(audio: np.ndarray) -> list[Hypothesis]:

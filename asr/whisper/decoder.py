@@ -96,41 +96,62 @@ class WhisperDecoderStack(nn.Module):
         cache.scatter_(2, positions[:, None, :, None].expand(rows.shape), rows.to(cache.dtype))
         return positions
 
-    def forward_tokens(self, tokens: Tensor, start: Tensor, frames: Tensor, cache: DecoderCache
-                       ) -> tuple[Tensor, tuple[Tensor, Tensor]]:
+    def forward_tokens(self, tokens: Tensor, start: Tensor, frames: Tensor, cache: DecoderCache,
+                       audio: tuple[Tensor, Tensor, Tensor] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor]]:
         """``tokens [B, R, N]`` at positions ``start [B] ..`` over the cached tokens ``< start`` and frames
         ``< frames [B]`` -> hidden states ``[B, R, N, D]`` and row 0's keys and values ``[B, layers, N, D]``,
-        which are also written to the cache.
+        which are also written to the cache. ``audio``: a chunk's cross-attention ``(keys, values)
+        [B, layers, G, D]`` and the frame ``at [B]`` they start from, written to the cache first.
 
-        Rows are beams: each sees the shared cached prefix and its own tokens (causally)."""
+        Rows are beams: each sees the shared cached prefix and its own tokens (causally). Under ONNX export
+        (tracing) nothing is written: the new rows are attended beside the cache, and lengths stay tensors."""
         b, r, n = tokens.shape
-        capacity = self.token_capacity
+        capacity, tracing = self.token_capacity, torch.jit.is_tracing()
         positions = start[:, None] + torch.arange(n, device=tokens.device)  # [B, N]
-        if int(positions[:, 0].max()) >= capacity:
+        if not tracing and int(positions[:, 0].max()) >= capacity:
             raise ValueError(f"Whisper's decoder holds {capacity} tokens")
         x = self._embed(tokens, positions.clamp(max=capacity - 1)[:, None, :]).flatten(1, 2)  # [B, R*N, D]
-        cached = int(start.max())
+        cached, span = (start.max(), frames.max()) if tracing else (int(start.max()), int(frames.max()))
         prefix_mask = (torch.arange(cached, device=tokens.device)[None, :] < start[:, None])[:, None, None, :]
         own = torch.ones(n, n, dtype=torch.bool, device=tokens.device).tril()
-        self_mask = torch.cat([prefix_mask.expand(b, 1, n, cached), own.expand(b, 1, n, n)], -1)  # [B, 1, N, cached + N]
-        span = int(frames.max())
-        cross_mask = (torch.arange(span, device=tokens.device)[None, :] < frames[:, None])[:, None, None, :]
+        self_mask = torch.cat([prefix_mask.expand(b, 1, n, -1), own.expand(b, 1, n, n)], -1)  # [B, 1, N, cached + N]
+        cross_keys, cross_values, cross_mask = self._cross_attended(cache, frames, span, audio)
         written_keys, written_values = [], []
         for i, layer in enumerate(self.hf.layers):
             attn = layer.self_attn
             h = layer.self_attn_layer_norm(x)
             k, v = attn.k_proj(h).unflatten(1, (r, n)), attn.v_proj(h).unflatten(1, (r, n))  # [B, R, N, D]
-            self.write_rows(cache.self_keys[:, i : i + 1], k[:, :1], start)
-            self.write_rows(cache.self_values[:, i : i + 1], v[:, :1], start)
+            if not tracing:
+                self.write_rows(cache.self_keys[:, i : i + 1], k[:, :1], start)
+                self.write_rows(cache.self_values[:, i : i + 1], v[:, :1], start)
             written_keys.append(k[:, 0])
             written_values.append(v[:, 0])
             x = x + self._attend_rows(attn, h, cache.self_keys[:, i, :cached], cache.self_values[:, i, :cached],
                                       k, v, self_mask)
             cross = layer.encoder_attn
-            x = x + self._attend(cross, layer.encoder_attn_layer_norm(x), cache.cross_keys[:, i, :span],
-                                 cache.cross_values[:, i, :span], cross_mask)
+            x = x + self._attend(cross, layer.encoder_attn_layer_norm(x), cross_keys(i), cross_values(i), cross_mask)
             x = x + layer.fc2(F.gelu(layer.fc1(layer.final_layer_norm(x))))
         return x.unflatten(1, (r, n)), (torch.stack(written_keys, 1), torch.stack(written_values, 1))
+
+    def _cross_attended(self, cache: DecoderCache, frames: Tensor, span: Tensor | int,
+                        audio: tuple[Tensor, Tensor, Tensor] | None):
+        """Per layer, the cross-attention keys and values a call reads, and their mask ``[B, 1, 1, keys]``."""
+        device = frames.device
+        if not torch.jit.is_tracing():
+            if audio is not None:
+                self.write_rows(cache.cross_keys, audio[0], audio[2])
+                self.write_rows(cache.cross_values, audio[1], audio[2])
+            mask = (torch.arange(span, device=device)[None, :] < frames[:, None])[:, None, None, :]
+            return (lambda i: cache.cross_keys[:, i, :span]), (lambda i: cache.cross_values[:, i, :span]), mask
+        if audio is None:
+            raise ValueError("export traces the decoder step with its audio rows")
+        keys, values, at = audio  # rows at >= frames are not heard yet; cache rows from `at` on are replaced
+        known = torch.arange(span, device=device)[None, :] < torch.minimum(frames, at)[:, None]
+        fresh = (at[:, None] + torch.arange(keys.shape[2], device=device)) < frames[:, None]
+        mask = torch.cat([known, fresh], 1)[:, None, None, :]
+        return (lambda i: torch.cat([cache.cross_keys[:, i, :span], keys[:, i].to(cache.cross_keys.dtype)], 1),
+                lambda i: torch.cat([cache.cross_values[:, i, :span], values[:, i].to(cache.cross_values.dtype)], 1),
+                mask)
 
     def _attend_rows(self, attn: nn.Module, h: Tensor, prefix_keys: Tensor, prefix_values: Tensor, keys: Tensor,
                      values: Tensor, mask: Tensor) -> Tensor:

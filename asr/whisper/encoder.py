@@ -119,9 +119,10 @@ class WhisperEncoderStack(nn.Module):
         """
         b, _, n = mel.shape
         g = n // 2
+        tracing = torch.jit.is_tracing()  # ONNX export: no in-place writes, lengths stay tensors
         if n % 2:
             raise ValueError(f"a chunk is an even number of mel frames (2 per encoder frame), got {n}")
-        if int(state.length.max()) + g > self.capacity:
+        if not tracing and int(state.length.max()) + g > self.capacity:
             raise ValueError(f"the encoder cache holds {self.capacity} frames (30 s); reset the stream first")
         conv1, conv2 = self.hf.conv1, self.hf.conv2
         started = (state.length > 0)[:, None, None]
@@ -133,18 +134,25 @@ class WhisperEncoderStack(nn.Module):
         x = F.gelu(F.conv1d(g1, conv2.weight, conv2.bias, stride=2)).transpose(1, 2)
         positions = state.length[:, None] + torch.arange(g, device=mel.device)
         x = x + self.hf.embed_positions.weight[positions]
-        span = int(state.length.max()) + g  # slots beyond every stream's chunk are empty
-        slots = torch.arange(span, device=mel.device)
-        visible = slots[None, None, :] < (state.length[:, None, None] + g)  # [B, 1, span]: past + own chunk
+        past = state.length.max()
+        if tracing:  # the chunk's keys after every stream's past (order does not matter: no relative positions)
+            known = torch.arange(past, device=mel.device)[None, :] < state.length[:, None]
+            visible = torch.cat([known, torch.ones(b, g, dtype=torch.bool, device=mel.device)], 1)[:, None]
+        else:  # written in place after each stream's past; slots beyond every stream's chunk are empty
+            past = int(past)
+            visible = torch.arange(past + g, device=mel.device)[None, None, :] < (state.length[:, None, None] + g)
         index = positions[:, :, None].expand(b, g, self.d_model)
         new_keys, new_values = [], []
         for i, layer in enumerate(self.hf.layers):
             k, v = self._project(layer, x)
-            state.keys[:, i].scatter_(1, index, k.to(state.keys.dtype))
-            state.values[:, i].scatter_(1, index, v.to(state.values.dtype))
             new_keys.append(k)
             new_values.append(v)
-            x = self._layer(layer, x, state.keys[:, i, :span].to(x.dtype), state.values[:, i, :span].to(x.dtype),
-                            visible[:, None])
+            if tracing:
+                keys, values = torch.cat([state.keys[:, i, :past], k], 1), torch.cat([state.values[:, i, :past], v], 1)
+            else:
+                state.keys[:, i].scatter_(1, index, k.to(state.keys.dtype))
+                state.values[:, i].scatter_(1, index, v.to(state.values.dtype))
+                keys, values = state.keys[:, i, : past + g], state.values[:, i, : past + g]
+            x = self._layer(layer, x, keys.to(x.dtype), values.to(x.dtype), visible[:, None])
         nxt = EncoderState(mel_tail=full[..., -2:], keys=state.keys, values=state.values, length=state.length + g)
         return self.hf.layer_norm(x), nxt, (torch.stack(new_keys, 1), torch.stack(new_values, 1))

@@ -9,7 +9,7 @@ import asyncio
 
 import numpy as np
 
-from streaming.backend import DTYPES, TorchBackend
+from streaming.backend import Backend
 from streaming.contract import Tensors
 from streaming.inline import drive_async
 from streaming.scheduler import ChunkScheduler, LaneStats
@@ -17,7 +17,7 @@ from streaming.scheduler import ChunkScheduler, LaneStats
 from ..hypothesis import Hypothesis
 from .features import SAMPLE_RATE
 from .model import CausalWhisper
-from .streaming import StreamConfig, WhisperSession, whisper_steps
+from .streaming import StreamConfig, WhisperSession, model_backend, whisper_steps
 
 
 async def _stream_one(scheduler: ChunkScheduler, session: WhisperSession, audio: np.ndarray,
@@ -39,11 +39,12 @@ async def _stream_one(scheduler: ChunkScheduler, session: WhisperSession, audio:
 
 async def transcribe_many(model: CausalWhisper, audios: list[np.ndarray], cfg: StreamConfig = StreamConfig(), *,
                           concurrency: int = 16, piece_s: float = 0.1, max_wait_ms: float = 2.0,
-                          stats: dict[str, LaneStats] | None = None) -> list[list[Hypothesis]]:
-    """Every signal streams in ``piece_s`` pieces as its own session, at most ``concurrency`` at a time.
-    ``stats`` (if given) receives each lane's statistics (batch sizes, latencies)."""
-    weight = next(model.parameters())
-    backend = TorchBackend(weight.device, {dtype: name for name, dtype in DTYPES.items()}[weight.dtype])
+                          stats: dict[str, LaneStats] | None = None, backend: Backend | None = None
+                          ) -> list[list[Hypothesis]]:
+    """Every signal streams in ``piece_s`` pieces as its own session, at most ``concurrency`` at a time, its
+    steps on ``backend`` (torch where the model is by default). ``stats`` (if given) receives each lane's
+    statistics (batch sizes, latencies)."""
+    backend = backend or model_backend(model)
     piece = max(1, round(piece_s * SAMPLE_RATE))
     gate = asyncio.Semaphore(concurrency)
     async with ChunkScheduler(backend) as scheduler:
@@ -53,7 +54,7 @@ async def transcribe_many(model: CausalWhisper, audios: list[np.ndarray], cfg: S
 
         async def one(audio: np.ndarray) -> list[Hypothesis]:
             async with gate:
-                return await _stream_one(scheduler, WhisperSession(model, cfg, inline=False), audio, piece)
+                return await _stream_one(scheduler, WhisperSession(model, cfg, inline=False, backend=backend), audio, piece)
 
         results = list(await asyncio.gather(*(one(a) for a in audios)))
         if stats is not None:

@@ -43,6 +43,11 @@ class WhisperAudioStep(StepFunction):
             extra={"chunk_ms": 20 * self.chunk, "frame_s": 0.02},
         )
 
+    def example_inputs(self, batch: int) -> Tensors:
+        """For export: streams at different positions."""
+        return {"mel": torch.randn(batch, self.model.encoder.hf.conv1.in_channels, 2 * self.chunk),
+                "position": torch.arange(batch) * self.chunk}
+
     def step(self, inputs: Tensors, state: Tensors) -> tuple[Tensors, Tensors]:
         position = inputs["position"]
         encoded, nxt, (keys, values) = self.model.encoder.stream(
@@ -84,17 +89,28 @@ class WhisperDecoderStep(StepFunction):
                    "token_bucket": TOKEN_BUCKET},
         )
 
+    def example_inputs(self, batch: int) -> Tensors:
+        """For export: two beam rows of a token bucket, streams at different lengths, one with new audio."""
+        dec, g = self.model.decoder, self.chunk
+        layers, d = len(dec.hf.layers), dec.d_model
+        steps = torch.arange(batch)
+        return {"tokens": torch.randint(0, 50000, (batch, 2, TOKEN_BUCKET)), "start": 4 * steps,
+                "count": TOKEN_BUCKET - steps, "audio_at": torch.where(steps % 2 == 0, g * steps, dec.frame_capacity),
+                "frames": g * (steps + 1), "audio_keys": torch.randn(batch, layers, g, d),
+                "audio_values": torch.randn(batch, layers, g, d)}
+
     def step(self, inputs: Tensors, state: Tensors) -> tuple[Tensors, Tensors]:
         dec = self.model.decoder
         cache = DecoderCache(state["self_keys"], state["self_values"], state["cross_keys"], state["cross_values"])
-        audio_rows = dec.write_rows(cache.cross_keys, inputs["audio_keys"], inputs["audio_at"])
-        dec.write_rows(cache.cross_values, inputs["audio_values"], inputs["audio_at"])
+        audio_at = inputs["audio_at"]
+        audio_rows = audio_at[:, None] + torch.arange(self.chunk, device=audio_at.device)
         tokens, start, count = inputs["tokens"], inputs["start"], inputs["count"]
-        hidden, (keys, values) = dec.forward_tokens(tokens, start, inputs["frames"], cache)  # [B, R, N, D]
+        hidden, (keys, values) = dec.forward_tokens(tokens, start, inputs["frames"], cache,
+                                                    (inputs["audio_keys"], inputs["audio_values"], audio_at))
         n = tokens.shape[-1]
-        m = min(n, self.positions)
-        at = (count[:, None] - m + torch.arange(m, device=tokens.device)).clamp(min=0)  # [B, M]
-        picked = hidden.gather(2, at[:, None, :, None].expand(*hidden.shape[:2], m, hidden.shape[-1]))
+        last = torch.arange(n, device=tokens.device)[-self.positions :]  # the last min(N, positions) (traceable)
+        at = (count[:, None] - n + last).clamp(min=0)  # [B, M]
+        picked = hidden.gather(2, at[:, None, :, None].expand(*hidden.shape[:2], -1, hidden.shape[-1]))
         token_rows = start[:, None] + torch.arange(n, device=tokens.device)
         return ({"logits": dec.output(picked)},
                 {"self_keys": RowUpdate(token_rows, keys, 1), "self_values": RowUpdate(token_rows, values, 1),

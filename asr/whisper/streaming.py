@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from streaming.contract import Tensors
+from streaming.backend import DTYPES, Backend, TorchBackend, float_dtype
 from streaming.inline import InlineSteps, Requests, drive
 
 from ..hypothesis import Hypothesis, Word
@@ -86,6 +87,12 @@ def _repeats(tokens: list[int], times: int = 3, longest: int = 4) -> bool:
                for n in range(1, longest + 1))
 
 
+def model_backend(model: CausalWhisper) -> TorchBackend:
+    """Torch where the model's weights are, in their dtype (the default backend of a session)."""
+    weight = next(model.parameters())
+    return TorchBackend(weight.device, {dtype: name for name, dtype in DTYPES.items()}[weight.dtype])
+
+
 def whisper_steps(model: CausalWhisper, cfg: StreamConfig) -> tuple[WhisperAudioStep, WhisperDecoderStep]:
     """The two step functions a session of ``cfg`` runs (its lanes on a scheduler)."""
     return WhisperAudioStep(model, cfg.frames), WhisperDecoderStep(model, cfg.frames, cfg.look_back + 1)
@@ -109,17 +116,19 @@ class WhisperSession:
     scheduler that batches many sessions' steps (``streaming.inline.drive_async``; lanes from
     :func:`whisper_steps`)."""
 
-    def __init__(self, model: CausalWhisper, cfg: StreamConfig = StreamConfig(), inline: bool = True) -> None:
+    def __init__(self, model: CausalWhisper, cfg: StreamConfig = StreamConfig(), inline: bool = True,
+                 backend: Backend | None = None) -> None:
         self.model, self.cfg = model, cfg
-        weight = next(model.parameters())
-        self.device, self.dtype = weight.device, weight.dtype
+        backend = backend or model_backend(model)
+        self.device = backend.device
+        self.dtype = float_dtype(backend)
         self.suppress = torch.tensor(model.tokens.suppress, device=self.device)  # once, not per token
         self.suppress_begin = torch.tensor(model.tokens.suppress_begin, device=self.device)
         self.continuations = torch.tensor(model.tokens.continuations, device=self.device)
         audio_step, decoder_step = whisper_steps(model, cfg)
         self.lanes = {"audio": audio_step.name, "decoder": decoder_step.name}
-        self.steps = InlineSteps({audio_step.name: audio_step, decoder_step.name: decoder_step}, self.device,
-                                 self.dtype) if inline else None
+        self.steps = InlineSteps({audio_step.name: audio_step, decoder_step.name: decoder_step},
+                                 backend) if inline else None
         layers, d = len(model.decoder.hf.layers), model.decoder.d_model
         self.no_audio = torch.zeros(layers, cfg.frames, d, dtype=self.dtype, device=self.device)
         self.new_audio: tuple[Tensor, Tensor] | None = None  # the last chunk's cross-attention rows, not yet sent
@@ -391,8 +400,8 @@ class WhisperSession:
 
 
 def stream_signal(model: CausalWhisper, audio: np.ndarray, cfg: StreamConfig = StreamConfig(),
-                  piece_s: float = 0.1) -> list[Hypothesis]:
+                  piece_s: float = 0.1, backend: Backend | None = None) -> list[Hypothesis]:
     """A whole signal through one session in ``piece_s`` pieces, as live audio would arrive; every event."""
-    session, piece = WhisperSession(model, cfg), max(1, round(piece_s * SAMPLE_RATE))
+    session, piece = WhisperSession(model, cfg, backend=backend), max(1, round(piece_s * SAMPLE_RATE))
     events = [e for i in range(0, len(audio), piece) for e in session.accept(audio[i : i + piece])]
     return events + session.finish()

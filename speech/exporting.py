@@ -1,0 +1,139 @@
+"""Which steps a model exports and with what facts; the export directory and its manifest; where the ONNX
+backend finds a step's file (a directory made by `speech export`, or exported once into the cache).
+
+A directory holds one ONNX file per step, ``manifest.json`` (model, precision, opset, and per step its file,
+fingerprint, signature and static-check result) and the tokenizer as a file of its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import tempfile
+from dataclasses import asdict, dataclass
+from importlib.metadata import version
+from pathlib import Path
+
+from exports.onnx_export import DEFAULT_OPSET, export_step, fingerprint, read_metadata
+from exports.quantize import int8
+from exports.static_check import check_file
+from streaming.contract import StepFunction
+from streaming.onnx_backend import StepMismatch
+from streaming.signature_io import signature_to_dict
+
+from .whisper_models import cache_root
+
+PRECISIONS = ("fp32", "fp16", "int8")
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class Exportable:
+    """A model as the exporter sees it: a name, its step functions, and model-level facts for the files."""
+
+    name: str
+    steps: list[StepFunction]
+    facts: dict[str, object]  # JSON-able: features, sample rate, decoding settings
+    tokenizer: tuple[str, bytes]  # (file name, contents)
+
+    def metadata(self) -> dict[str, str]:
+        """What each file carries besides its step: the model, its facts and its tokenizer (base64)."""
+        name, data = self.tokenizer
+        return {"speech.model": self.name, "speech.version": version("speech-stream"),
+                "speech.facts": json.dumps(self.facts), "speech.tokenizer_file": name,
+                "speech.tokenizer": base64.b64encode(data).decode()}
+
+
+def fastconformer_exportable(model, name: str = "fastconformer") -> Exportable:
+    from asr.fastconformer.steps import fastconformer_steps
+
+    cfg = model.cfg
+    facts = {"family": "fastconformer", "sample_rate": cfg.features.sample_rate, "features": asdict(cfg.features),
+             "frame_s": model.frame_seconds, "decoders": list(model.decoders), "blank": cfg.heads.blank,
+             "max_symbols": cfg.heads.max_symbols,
+             "lookahead_ms": {f"fastconformer_encoder_{right}": cfg.encoder.lookahead_ms((left, right))
+                              for left, right in cfg.encoder.att_context_size}}
+    return Exportable(name, fastconformer_steps(model), facts, ("tokenizer.model", model.tokenizer.proto))
+
+
+def whisper_exportable(model, cfg, name: str) -> Exportable:
+    from asr.whisper.features import MEL, SAMPLE_RATE
+    from asr.whisper.streaming import whisper_steps
+
+    facts = {"family": "whisper-causal", "sample_rate": SAMPLE_RATE, "features": asdict(MEL),
+             "feature_floor": "running maximum - 8 (log10), then (x + 4) / 4", "stream": asdict(cfg),
+             "prompt": model.tokens.prompt(), "eot": model.tokens.eot}
+    return Exportable(name, list(whisper_steps(model, cfg)), facts, ("tokenizer.json", model.tokens.bpe.to_str().encode()))
+
+
+def export_model(model: Exportable, directory: str | Path, precision: str = "fp32", opset: int = DEFAULT_OPSET,
+                 log=print) -> Path:
+    """Every step of ``model`` into ``directory`` at ``precision``; returns the manifest's path."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for step in model.steps:
+        path = export_one(step, directory / f"{step.name}.onnx", precision, opset, model.metadata())
+        report = check_file(path)
+        entries.append({"step": step.name, "file": path.name, "fingerprint": read_metadata(path)["speech.fingerprint"],
+                        "signature": signature_to_dict(step.signature), "bytes": path.stat().st_size,
+                        "checks": {"ok": report.ok, "problems": report.problems,
+                                   "non_tensorrt_ops": report.non_tensorrt_ops}})
+        log(f"{path}: {path.stat().st_size / 2**20:.1f} MiB, checks {'ok' if report.ok else report.problems}")
+    name, data = model.tokenizer
+    (directory / name).write_bytes(data)
+    manifest = {"format": "speech-onnx/1", "model": model.name, "version": version("speech-stream"),
+                "precision": precision, "opset": opset, "tokenizer": name, "facts": model.facts, "steps": entries}
+    path = directory / MANIFEST
+    path.write_text(json.dumps(manifest, indent=1, default=str) + "\n")
+    return path
+
+
+def export_one(step: StepFunction, path: Path, precision: str, opset: int = DEFAULT_OPSET,
+               metadata: dict[str, str] | None = None) -> Path:
+    """One step file at ``precision`` (int8: quantised from an fp32 export)."""
+    if precision != "int8":
+        return export_step(step, path, precision=precision, opset=opset, metadata=metadata)
+    with tempfile.TemporaryDirectory(dir=path.parent) as scratch:
+        fp32 = export_step(step, Path(scratch) / path.name, precision="fp32", opset=opset, metadata=metadata)
+        return int8(fp32, path)
+
+
+def directory_locator(directory: str | Path):
+    """``locate(step)`` for the ONNX backend over a `speech export` directory (fingerprints checked)."""
+    directory = Path(directory)
+    manifest_path = directory / MANIFEST
+    if not manifest_path.is_file():
+        raise FileNotFoundError(f"{directory} has no {MANIFEST}: make one with `speech export MODEL -o {directory}`")
+    manifest = json.loads(manifest_path.read_text())
+    entries = {entry["step"]: entry for entry in manifest["steps"]}
+
+    def locate(step: StepFunction) -> Path:
+        entry = entries.get(step.name)
+        if entry is None:
+            raise StepMismatch(f"{directory} (model {manifest['model']}) has no step {step.name!r}; it has "
+                               f"{', '.join(entries)}")
+        if entry["fingerprint"] != fingerprint(step):
+            raise StepMismatch(f"{directory / entry['file']} was exported from other weights or settings than the "
+                               f"model loaded now ({step.name}); re-export it")
+        return directory / entry["file"]
+
+    return locate, manifest["precision"]
+
+
+def cache_locator(precision: str = "fp32"):
+    """``locate(step)`` that exports a step into the cache the first time it is asked for (keyed by its
+    fingerprint, so new weights get new files)."""
+    root = cache_root() / "onnx"
+
+    def locate(step: StepFunction) -> Path:
+        path = root / f"{step.name}-{fingerprint(step)}-{precision}.onnx"
+        if not path.is_file():
+            root.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=root) as scratch:
+                export_one(step, Path(scratch) / path.name, precision).rename(path)
+        return path
+
+    return locate
