@@ -12,7 +12,6 @@ PLANNED = {
     "mic": ("live captions / voice conversion / type-to-speak from the microphone", 7),
     "say": ("text to speech into an audio file", 8),
     "convert": ("voice conversion of audio files", 9),
-    "export": ("ONNX / TensorRT export of the streaming steps", 6),
 }
 
 
@@ -185,6 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .transcribe import add_transcribe
 
     add_transcribe(subparsers)
+    from .export_cli import add_export
+
+    add_export(subparsers)
     _add_train(subparsers)
     for name, (summary, issue) in PLANNED.items():
         sub = subparsers.add_parser(name, help=f"{summary} (not available yet)", add_help=True)

@@ -35,6 +35,9 @@ class Exportable:
     steps: list[StepFunction]
     facts: dict[str, object]  # JSON-able: features, sample rate, decoding settings
     tokenizer: tuple[str, bytes]  # (file name, contents)
+    source: dict[str, object]  # how to load the torch model again (`speech export check`)
+    model: object = None  # the torch model the steps run (FastConformer or CausalWhisper)
+    config: object = None  # its streaming settings where it has them (Whisper's StreamConfig)
 
     def metadata(self) -> dict[str, str]:
         """What each file carries besides its step: the model, its facts and its tokenizer (base64)."""
@@ -44,7 +47,27 @@ class Exportable:
                 "speech.tokenizer": base64.b64encode(data).decode()}
 
 
-def fastconformer_exportable(model, name: str = "fastconformer") -> Exportable:
+def load_exportable(source: dict[str, object]) -> Exportable:
+    """The model ``source`` names: ``{"model": "fastconformer" | directory | .nemo}`` or ``{"model":
+    "whisper-causal", "whisper": base, "chunk_ms": 300, "adapter": "shipped" | directory | None}``."""
+    if source["model"] == "whisper-causal":
+        from asr.whisper.streaming import StreamConfig
+
+        from .whisper_models import load_causal_whisper
+
+        chunk_ms, adapter = int(source.get("chunk_ms", 300)), source.get("adapter", "shipped")
+        model = load_causal_whisper(str(source.get("whisper", "base")), chunk_ms, adapter)
+        name = f"whisper-{Path(str(source.get('whisper', 'base'))).name}-causal-{chunk_ms}ms" + ("" if adapter else "-nolora")
+        return whisper_exportable(model, StreamConfig(chunk_ms=chunk_ms), name, source)
+    from .asr_models import load_fastconformer
+
+    spec = source.get("model")
+    model = load_fastconformer(None if spec in (None, "fastconformer") else str(spec))
+    return fastconformer_exportable(model, "fastconformer" if spec in (None, "fastconformer") else Path(str(spec)).stem,
+                                    source)
+
+
+def fastconformer_exportable(model, name: str = "fastconformer", source: dict | None = None) -> Exportable:
     from asr.fastconformer.steps import fastconformer_steps
 
     cfg = model.cfg
@@ -53,17 +76,19 @@ def fastconformer_exportable(model, name: str = "fastconformer") -> Exportable:
              "max_symbols": cfg.heads.max_symbols,
              "lookahead_ms": {f"fastconformer_encoder_{right}": cfg.encoder.lookahead_ms((left, right))
                               for left, right in cfg.encoder.att_context_size}}
-    return Exportable(name, fastconformer_steps(model), facts, ("tokenizer.model", model.tokenizer.proto))
+    return Exportable(name, fastconformer_steps(model), facts, ("tokenizer.model", model.tokenizer.proto),
+                      source or {"model": "fastconformer"}, model)
 
 
-def whisper_exportable(model, cfg, name: str) -> Exportable:
+def whisper_exportable(model, cfg, name: str, source: dict | None = None) -> Exportable:
     from asr.whisper.features import MEL, SAMPLE_RATE
     from asr.whisper.streaming import whisper_steps
 
     facts = {"family": "whisper-causal", "sample_rate": SAMPLE_RATE, "features": asdict(MEL),
              "feature_floor": "running maximum - 8 (log10), then (x + 4) / 4", "stream": asdict(cfg),
              "prompt": model.tokens.prompt(), "eot": model.tokens.eot}
-    return Exportable(name, list(whisper_steps(model, cfg)), facts, ("tokenizer.json", model.tokens.bpe.to_str().encode()))
+    return Exportable(name, list(whisper_steps(model, cfg)), facts, ("tokenizer.json", model.tokens.bpe.to_str().encode()),
+                      source or {"model": "whisper-causal", "chunk_ms": cfg.chunk_ms}, model, cfg)
 
 
 def export_model(model: Exportable, directory: str | Path, precision: str = "fp32", opset: int = DEFAULT_OPSET,
@@ -85,7 +110,8 @@ def export_model(model: Exportable, directory: str | Path, precision: str = "fp3
     name, data = model.tokenizer
     (directory / name).write_bytes(data)
     manifest = {"format": "speech-onnx/1", "model": model.name, "version": version("speech-stream"),
-                "precision": precision, "opset": opset, "tokenizer": name, "facts": model.facts, "steps": entries}
+                "precision": precision, "opset": opset, "tokenizer": name, "source": model.source,
+                "facts": model.facts, "steps": entries}
     path = directory / MANIFEST
     path.write_text(json.dumps(manifest, indent=1, default=str) + "\n")
     return path
@@ -101,13 +127,18 @@ def export_one(step: StepFunction, path: Path, precision: str, opset: int = DEFA
         return int8(fp32, path)
 
 
-def directory_locator(directory: str | Path):
-    """``locate(step)`` for the ONNX backend over a `speech export` directory (fingerprints checked)."""
-    directory = Path(directory)
-    manifest_path = directory / MANIFEST
-    if not manifest_path.is_file():
+def read_manifest(directory: str | Path) -> dict:
+    path = Path(directory) / MANIFEST
+    if not path.is_file():
         raise FileNotFoundError(f"{directory} has no {MANIFEST}: make one with `speech export MODEL -o {directory}`")
-    manifest = json.loads(manifest_path.read_text())
+    return json.loads(path.read_text())
+
+
+def directory_locator(directory: str | Path):
+    """``locate(step)`` for the ONNX backend over a `speech export` directory (fingerprints checked), and the
+    directory's precision."""
+    directory = Path(directory)
+    manifest = read_manifest(directory)
     entries = {entry["step"]: entry for entry in manifest["steps"]}
 
     def locate(step: StepFunction) -> Path:

@@ -12,7 +12,7 @@ import torch
 
 from .contract import StateSpec, StepFunction, Tensors
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp64": torch.float64}
 
 
 class Backend(Protocol):

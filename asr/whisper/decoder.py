@@ -120,7 +120,7 @@ class WhisperDecoderStack(nn.Module):
         for i, layer in enumerate(self.hf.layers):
             attn = layer.self_attn
             h = layer.self_attn_layer_norm(x)
-            k, v = attn.k_proj(h).unflatten(1, (r, n)), attn.v_proj(h).unflatten(1, (r, n))  # [B, R, N, D]
+            k, v = attn.k_proj(h).view(b, r, n, -1), attn.v_proj(h).view(b, r, n, -1)  # [B, R, N, D]
             if not tracing:
                 self.write_rows(cache.self_keys[:, i : i + 1], k[:, :1], start)
                 self.write_rows(cache.self_values[:, i : i + 1], v[:, :1], start)
@@ -131,7 +131,7 @@ class WhisperDecoderStack(nn.Module):
             cross = layer.encoder_attn
             x = x + self._attend(cross, layer.encoder_attn_layer_norm(x), cross_keys(i), cross_values(i), cross_mask)
             x = x + layer.fc2(F.gelu(layer.fc1(layer.final_layer_norm(x))))
-        return x.unflatten(1, (r, n)), (torch.stack(written_keys, 1), torch.stack(written_values, 1))
+        return x.view(b, r, n, -1), (torch.stack(written_keys, 1), torch.stack(written_values, 1))
 
     def _cross_attended(self, cache: DecoderCache, frames: Tensor, span: Tensor | int,
                         audio: tuple[Tensor, Tensor, Tensor] | None):
@@ -158,7 +158,7 @@ class WhisperDecoderStack(nn.Module):
         """Self-attention of ``R`` rows of ``N`` tokens ``h [B, R*N, D]`` over the shared prefix and their own
         tokens (``keys``/``values [B, R, N, D]``)."""
         b, r, n, d = keys.shape
-        q = self._heads(attn.q_proj(h).unflatten(1, (r, n)).flatten(0, 1))  # [B*R, H, N, hd]
+        q = self._heads(attn.q_proj(h).view(b, r, n, -1).flatten(0, 1))  # [B*R, H, N, hd]
         k = torch.cat([prefix_keys[:, None].expand(b, r, *prefix_keys.shape[1:]), keys], 2).flatten(0, 1)
         v = torch.cat([prefix_values[:, None].expand(b, r, *prefix_values.shape[1:]), values], 2).flatten(0, 1)
         out = F.scaled_dot_product_attention(q, self._heads(k), self._heads(v),

@@ -1,0 +1,109 @@
+"""`speech export check DIR`: torch and the exported files side by side over one long chained stream.
+
+Both backends run the same host logic (decoding, endpointing) over the same signal, each chaining its own
+state; every step call's outputs and next state are compared (``exports.parity``) and so is the text.
+fp32 files pass when the text is identical and no tensor differs by more than the tolerance (1e-4), or, for
+a model whose torch fp32 run itself is further than that from exact arithmetic (Whisper: large activations),
+by more than torch fp32 differs from a float64 run of the same stream. fp16 and int8 files are reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from exports.parity import RecordingBackend, compare
+from streaming.backend import Backend, TorchBackend
+from streaming.onnx_backend import OnnxBackend
+
+from .exporting import Exportable, directory_locator, load_exportable, read_manifest
+
+TOLERANCE = 1e-4
+
+Transcribe = Callable[[Backend, np.ndarray], str]  # streams a signal on a backend; the final text
+
+
+@dataclass
+class RunCheck:
+    label: str
+    calls: dict[str, int]
+    worst: float
+    bar: float
+    torch_text: str
+    onnx_text: str
+    max_abs: dict[str, float] = field(default_factory=dict)  # "step/tensor" -> difference
+    diverged: str = ""
+    rounding: float | None = None  # torch fp32 against float64, where measured
+
+    @property
+    def same_text(self) -> bool:
+        return self.torch_text == self.onnx_text
+
+    @property
+    def passed(self) -> bool:
+        return self.same_text and not self.diverged and self.worst <= self.bar
+
+
+def _runs(model: Exportable) -> list[tuple[str, Transcribe]]:
+    """One run per way the model streams: each lookahead and decoder of a FastConformer; Whisper's chunk."""
+    if model.source["model"] == "whisper-causal":
+        from asr.whisper.streaming import stream_signal
+
+        def whisper(backend: Backend, audio: np.ndarray) -> str:
+            return " ".join(e.text for e in stream_signal(_on(model.model, backend), audio, model.config, backend=backend)
+                            if e.final)
+
+        return [(f"{model.config.chunk_ms} ms chunks", whisper)]
+    from asr.fastconformer.recognizer import Recognizer
+
+    runs = []
+    enc = model.model.cfg.encoder
+    for context in enc.att_context_size:
+        for decoder in model.model.decoders:
+            def fastconformer(backend: Backend, audio: np.ndarray, ms=enc.lookahead_ms(context), decoder=decoder) -> str:
+                recognizer = Recognizer(_on(model.model, backend), ms, decoder, backend=backend)
+                return " ".join(e.text for e in recognizer.transcribe(audio) if e.final)
+
+            runs.append((f"lookahead {enc.lookahead_ms(context):g} ms, {decoder}", fastconformer))
+    return runs
+
+
+def _on(model, backend: Backend):
+    """The torch model in the backend's dtype (float64 references); the model as it is otherwise."""
+    inner = getattr(backend, "inner", backend)
+    if isinstance(inner, TorchBackend) and inner.dtype != next(model.parameters()).dtype:
+        import copy
+
+        return copy.deepcopy(model).to(inner.dtype)
+    return model
+
+
+def check(directory: str | Path, audio: np.ndarray, tolerance: float = TOLERANCE, log=print) -> list[RunCheck]:
+    manifest = read_manifest(directory)
+    model = load_exportable(manifest["source"])
+    locate, precision = directory_locator(directory)
+    results = []
+    for label, run in _runs(model):
+        recorded = {}
+        texts = {}
+        for name, backend in (("torch", TorchBackend()), ("onnx", OnnxBackend(locate, precision=precision))):
+            recorder = RecordingBackend(backend)
+            texts[name] = run(recorder, audio)
+            recorded[name] = recorder.calls
+        report = compare(recorded["torch"], recorded["onnx"])
+        result = RunCheck(label, report.calls, report.worst, tolerance if precision == "fp32" else float("inf"),
+                          texts["torch"], texts["onnx"], {f"{s}/{t}": d for (s, t), d in report.max_abs.items()},
+                          report.divergence)
+        if precision == "fp32" and result.worst > tolerance:  # is torch itself that far from exact arithmetic?
+            exact = RecordingBackend(TorchBackend("cpu", "fp64"))
+            run(exact, audio)
+            result.rounding = compare(exact.calls, recorded["torch"]).worst
+            result.bar = max(tolerance, result.rounding)
+        log(f"{label}: {sum(result.calls.values())} calls, worst {result.worst:.2e}"
+            f"{'' if result.rounding is None else f' (torch fp32 vs float64: {result.rounding:.2e})'}, "
+            f"text {'identical' if result.same_text else 'DIFFERS'}")
+        results.append(result)
+    return results
