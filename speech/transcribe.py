@@ -60,6 +60,11 @@ def add_transcribe(subparsers) -> None:
                    help="whisper-causal: LoRA adapter directory, 'shipped' (default) or 'none' (the no-LoRA baseline)")
     p.add_argument("--whisper", default="base", help="whisper-*: base (default), tiny.en or a Hugging Face directory")
     p.add_argument("--beam", type=int, default=1, help="whisper-causal: 1 greedy (default), 2-4 beam search")
+    p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                   help="onnx: the steps run in ONNX Runtime (exported to the cache on first use, or from --onnx)")
+    p.add_argument("--onnx", metavar="DIR", help="with --backend onnx: a `speech export` directory of this model")
+    p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32",
+                   help="with --backend onnx and no --onnx: the precision to export at (default fp32)")
     p.add_argument("--no-endpoint", action="store_true", help="one segment per file (no endpoint rules)")
     p.add_argument("--manifest", help="TSV with utt_id and path columns (../shared/data format)")
     p.add_argument("--out", help="with --manifest: write utt_id<TAB>text lines here")
@@ -90,13 +95,32 @@ def run(args: argparse.Namespace) -> int:
 Transcriber = Callable[[list[np.ndarray]], list[list[Hypothesis]]]
 
 
+def _backend(args: argparse.Namespace):
+    """The backend the steps run on: torch (None: each model's default) or ONNX Runtime."""
+    if args.backend == "torch":
+        if args.onnx:
+            raise ValueError("--onnx DIR goes with --backend onnx")
+        return None
+    if args.offline or args.int8:
+        raise ValueError("--backend onnx runs the streaming steps; --offline and --int8 are torch's "
+                         "(for int8 ONNX files use --precision int8)")
+    from streaming.onnx_backend import OnnxBackend
+
+    from .exporting import cache_locator, directory_locator
+
+    if args.onnx:
+        locate, precision = directory_locator(args.onnx)
+        return OnnxBackend(locate, precision=precision)
+    return OnnxBackend(cache_locator(args.precision), precision=args.precision)
+
+
 def _fastconformer(args: argparse.Namespace) -> Transcriber:
     """Files stream together through the scheduler (batched encoder lane), or the offline forward."""
     model = load_fastconformer(args.model)
     if args.int8:
         quantize_int8(model.encoder)
     recognizer = Recognizer(model, args.lookahead, args.decoder,
-                            EndpointConfig(enabled=not (args.no_endpoint or args.offline)))
+                            EndpointConfig(enabled=not (args.no_endpoint or args.offline)), _backend(args))
     if args.offline:
         return lambda audios: [[h] for h in recognizer.transcribe_offline(audios)]
     return lambda audios: asyncio.run(transcribe_many(recognizer, audios, piece_s=PIECE_S))
@@ -109,7 +133,10 @@ def _whisper(args: argparse.Namespace) -> Transcriber:
     from asr.whisper.scheduled import transcribe_many as whisper_many
     from asr.whisper.streaming import StreamConfig
 
+    backend = _backend(args)
     if args.model == "whisper-offline":
+        if backend is not None:
+            raise ValueError("whisper-offline is plain Whisper in torch; --backend onnx runs whisper-causal")
         plain = load_causal_whisper(args.whisper, adapter=None)
         return lambda audios: [[transcribe_offline(plain, audio)] for audio in audios]
     chunk_ms = round(args.chunk)
@@ -118,7 +145,7 @@ def _whisper(args: argparse.Namespace) -> Transcriber:
     if args.offline:  # the causal model's offline form: the same block mask over the whole signal
         return lambda audios: [[transcribe_offline(model, audio, cfg.frames)] for audio in audios]
     return lambda audios: asyncio.run(whisper_many(model, audios, cfg, concurrency=min(16, len(audios)),
-                                                   piece_s=PIECE_S))
+                                                   piece_s=PIECE_S, backend=backend))
 
 
 def _emit(transcriber: Transcriber, batch: list[tuple[str, np.ndarray]], args: argparse.Namespace, out) -> None:

@@ -1,0 +1,74 @@
+"""ONNX export of causal Whisper's two steps (Whisper base + the shipped 300 ms LoRA adapter), through the CLI.
+
+The decoder and audio steps write their cache rows as :class:`~streaming.contract.RowUpdate` outputs
+(``next.<state>.rows`` / ``.positions``); the backend hands them to the same slot-pool code as torch's.
+Whisper's activations are large, so torch fp32 itself sits ~4e-4 from a float64 run of the same stream:
+the check's bar is then torch's own rounding (measured in the same run), not 1e-4.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+pytest.importorskip("transformers", reason="the whisper extra (transformers) holds the model")
+from exports.static_check import check_file
+from speech.bench.nemo_reference import random_speechlike
+from speech.cli import main
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+JFK = DATA / "jfk" / "audio" / "jfk.flac"
+AN4 = DATA / "an4" / "audio" / "test"
+
+
+@pytest.fixture(scope="module")
+def audio(tmp_path_factory) -> list[str]:
+    """jfk and 4 an4/test utterances (27 s, 90 chunks of 300 ms) when ../shared/data is here, else synthetic."""
+    if JFK.is_file() and AN4.is_dir():
+        return [str(JFK), *map(str, sorted(AN4.glob("*/*.flac"))[:4])]
+    path = tmp_path_factory.mktemp("audio") / "speechlike.wav"
+    sf.write(path, random_speechlike(16.0, seed=9), 16000)
+    return [str(path)]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("whisper-onnx")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SPEECH_CACHE", str(tmp_path_factory.mktemp("speech-cache")))
+        assert main(["export", "whisper-causal", "--chunk", "300", "-o", str(out)]) == 0
+        yield out
+
+
+def test_files(exported):
+    manifest = json.loads((exported / "manifest.json").read_text())
+    assert [e["step"] for e in manifest["steps"]] == ["whisper_audio_300ms", "whisper_decoder_300ms"]
+    assert manifest["model"] == "whisper-base-causal-300ms" and (exported / "tokenizer.json").is_file()
+    for entry in manifest["steps"]:
+        report = check_file(exported / entry["file"])
+        assert report.ok and report.tensorrt_ready, (report.problems, report.non_tensorrt_ops)
+    decoder = manifest["steps"][1]["signature"]
+    assert decoder["states"][0] == {"name": "self_keys", "shape": [6, 448 + 8, 512], "dtype": "float32", "init": 0.0}
+
+
+def test_chained_parity(exported, audio, tmp_path):
+    report = tmp_path / "check.json"
+    code = main(["export", "check", str(exported), "--audio", *audio, "--json", str(report)])
+    (run,) = json.loads(report.read_text())["results"]["runs"]
+    assert code == 0 and run["passed"] and run["torch_text"] == run["onnx_text"], run
+    assert run["calls"]["whisper_audio_300ms"] >= 50
+    assert run["worst"] <= max(1e-4, run["rounding"] or 0.0)
+    for tensor in ("logits", "next.self_keys.rows", "next.cross_keys.rows"):
+        assert f"whisper_decoder_300ms/{tensor}" in run["max_abs"]
+    assert run["max_abs"]["whisper_decoder_300ms/next.self_keys.positions"] == 0.0
+
+
+def test_transcribe_onnx_same_text(exported, audio, capsys):
+    texts = []
+    for backend in (["--backend", "torch"], ["--backend", "onnx", "--onnx", str(exported)]):
+        assert main(["transcribe", "--model", "whisper-causal", *audio, "--format", "text", *backend]) == 0
+        texts.append(capsys.readouterr().out)
+    assert texts[0] == texts[1] and texts[0].count("\n") == len(audio)
