@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import inspect
 import json
 import warnings
 from pathlib import Path
@@ -25,9 +26,12 @@ EXAMPLE_BATCH = 2  # not 1: the tracer must not mistake the batch axis for a bro
 
 
 def fingerprint(step: StepFunction) -> str:
-    """A hash of what decides a step's file: its name, signature and weights (so a stale file is noticed)."""
+    """A hash of what decides a step's file: its name, signature, weights and the source of the modules it
+    runs (so a file exported from other weights or older code is noticed)."""
     digest = hashlib.blake2b(digest_size=16)
     digest.update(step.name.encode())
+    for source in sorted({inspect.getsourcefile(type(m)) or "" for m in step.modules()}):
+        digest.update(Path(source).read_bytes() if source else b"")
     digest.update(json.dumps(signature_to_dict(step.signature), sort_keys=True, default=str).encode())
     for name, tensor in sorted([*step.named_parameters(), *step.named_buffers()], key=lambda item: item[0]):
         digest.update(name.encode())

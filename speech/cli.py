@@ -83,6 +83,15 @@ def _bench_asr_latency(args: argparse.Namespace) -> int:
                      RuntimeError)
 
 
+def _bench_export(args: argparse.Namespace) -> int:
+    from .bench import export
+    from .whisper_models import WhisperNotFound
+
+    cfg = export.ExportBenchConfig(models=tuple(args.models), batches=tuple(args.batches), chunks=args.chunks,
+                                   minutes=args.minutes, threads=args.threads)
+    return _reported("bench export", lambda: export.main(cfg, args.json), WhisperNotFound)
+
+
 def _add_bench(subparsers) -> None:
     bench = subparsers.add_parser("bench", help="latency, throughput and quality benchmarks (table + JSON)")
     which = bench.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
@@ -147,6 +156,16 @@ def _add_bench(subparsers) -> None:
     lat.add_argument("--real", default="corpora/real")
     lat.add_argument("--json", default="bench-results/asr_latency.json")
     lat.set_defaults(func=_bench_asr_latency)
+
+    ex = which.add_parser("export", help="ONNX Runtime vs torch per chunk (batch 1 and 16), and a 10-minute stream")
+    ex.add_argument("--models", nargs="+", choices=["fastconformer", "whisper-causal"],
+                    default=["fastconformer", "whisper-causal"])
+    ex.add_argument("--batches", type=int, nargs="+", default=[1, 16])
+    ex.add_argument("--chunks", type=int, default=30, help="timed chunks per model, batch and backend (30)")
+    ex.add_argument("--minutes", type=float, default=10.0, help="the long stream's length; 0 skips it (10)")
+    ex.add_argument("--threads", type=int, help="CPU threads of both backends (default: theirs)")
+    ex.add_argument("--json", default="bench-results/export.json")
+    ex.set_defaults(func=_bench_export)
 
 
 RECIPES = {  # speech train NAME -> (module under speech.training, help)

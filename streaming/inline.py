@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable, Generator, Mapping
 from typing import TypeVar
 
 import torch
+from torch import Tensor
 
 from .backend import Backend
 from .contract import RowUpdate, StepFunction, Tensors
@@ -57,10 +58,15 @@ class InlineSteps:
     def __call__(self, lane: str, inputs: Tensors) -> Tensors:
         state = self.states[lane]
         outputs, next_state = self.backend.run(self.steps[lane], {k: v[None] for k, v in inputs.items()}, state)
-        with torch.inference_mode():
-            for name, value in next_state.items():
-                if isinstance(value, RowUpdate):
-                    value.apply(state[name])
-                else:
-                    state[name] = value
+        advance(state, next_state)
         return {k: v[0] for k, v in outputs.items()}
+
+
+@torch.inference_mode()
+def advance(state: Tensors, next_state: dict[str, Tensor | RowUpdate]) -> None:
+    """Makes ``state`` the next state in place: whole tensors replace, :class:`RowUpdate` rows are written."""
+    for name, value in next_state.items():
+        if isinstance(value, RowUpdate):
+            value.apply(state[name])
+        else:
+            state[name] = value

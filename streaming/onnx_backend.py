@@ -58,6 +58,10 @@ class OnnxStep(StepFunction):
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = threads
+        # Idle worker threads sleep instead of spinning: between two runs the host logic, the slot pool and
+        # other lanes use the same cores (torch), and spinning threads slowed Whisper's steps 2-3x
+        # (`speech bench export`).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.path = str(path)
         self.session = onnxruntime.InferenceSession(self.path, sess_options=options,
                                                     providers=list(providers or default_providers()))

@@ -116,6 +116,7 @@ class WhisperDecoderStack(nn.Module):
         own = torch.ones(n, n, dtype=torch.bool, device=tokens.device).tril()
         self_mask = torch.cat([prefix_mask.expand(b, 1, n, -1), own.expand(b, 1, n, n)], -1)  # [B, 1, N, cached + N]
         cross_keys, cross_values, cross_mask = self._cross_attended(cache, frames, span, audio)
+        prefix_keys, prefix_values = cache.self_keys[:, :, :cached], cache.self_values[:, :, :cached]  # one slice
         written_keys, written_values = [], []
         for i, layer in enumerate(self.hf.layers):
             attn = layer.self_attn
@@ -126,8 +127,7 @@ class WhisperDecoderStack(nn.Module):
                 self.write_rows(cache.self_values[:, i : i + 1], v[:, :1], start)
             written_keys.append(k[:, 0])
             written_values.append(v[:, 0])
-            x = x + self._attend_rows(attn, h, cache.self_keys[:, i, :cached], cache.self_values[:, i, :cached],
-                                      k, v, self_mask)
+            x = x + self._attend_rows(attn, h, prefix_keys[:, i], prefix_values[:, i], k, v, self_mask)
             cross = layer.encoder_attn
             x = x + self._attend(cross, layer.encoder_attn_layer_norm(x), cross_keys(i), cross_values(i), cross_mask)
             x = x + layer.fc2(F.gelu(layer.fc1(layer.final_layer_norm(x))))
@@ -142,16 +142,17 @@ class WhisperDecoderStack(nn.Module):
                 self.write_rows(cache.cross_keys, audio[0], audio[2])
                 self.write_rows(cache.cross_values, audio[1], audio[2])
             mask = (torch.arange(span, device=device)[None, :] < frames[:, None])[:, None, None, :]
-            return (lambda i: cache.cross_keys[:, i, :span]), (lambda i: cache.cross_values[:, i, :span]), mask
+            keys, values = cache.cross_keys[:, :, :span], cache.cross_values[:, :, :span]
+            return (lambda i: keys[:, i]), (lambda i: values[:, i]), mask
         if audio is None:
             raise ValueError("export traces the decoder step with its audio rows")
-        keys, values, at = audio  # rows at >= frames are not heard yet; cache rows from `at` on are replaced
+        new_keys, new_values, at = audio  # rows at >= frames are not heard yet; cache rows from `at` on are replaced
         known = torch.arange(span, device=device)[None, :] < torch.minimum(frames, at)[:, None]
-        fresh = (at[:, None] + torch.arange(keys.shape[2], device=device)) < frames[:, None]
+        fresh = (at[:, None] + torch.arange(new_keys.shape[2], device=device)) < frames[:, None]
         mask = torch.cat([known, fresh], 1)[:, None, None, :]
-        return (lambda i: torch.cat([cache.cross_keys[:, i, :span], keys[:, i].to(cache.cross_keys.dtype)], 1),
-                lambda i: torch.cat([cache.cross_values[:, i, :span], values[:, i].to(cache.cross_values.dtype)], 1),
-                mask)
+        keys = torch.cat([cache.cross_keys[:, :, :span], new_keys.to(cache.cross_keys.dtype)], 2)  # sliced once
+        values = torch.cat([cache.cross_values[:, :, :span], new_values.to(cache.cross_values.dtype)], 2)
+        return (lambda i: keys[:, i]), (lambda i: values[:, i]), mask
 
     def _attend_rows(self, attn: nn.Module, h: Tensor, prefix_keys: Tensor, prefix_values: Tensor, keys: Tensor,
                      values: Tensor, mask: Tensor) -> Tensor:

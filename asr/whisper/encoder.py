@@ -142,13 +142,14 @@ class WhisperEncoderStack(nn.Module):
             past = int(past)
             visible = torch.arange(past + g, device=mel.device)[None, None, :] < (state.length[:, None, None] + g)
         index = positions[:, :, None].expand(b, g, self.d_model)
+        past_keys, past_values = state.keys[:, :, :past], state.values[:, :, :past]  # sliced once for every layer
         new_keys, new_values = [], []
         for i, layer in enumerate(self.hf.layers):
             k, v = self._project(layer, x)
             new_keys.append(k)
             new_values.append(v)
             if tracing:
-                keys, values = torch.cat([state.keys[:, i, :past], k], 1), torch.cat([state.values[:, i, :past], v], 1)
+                keys, values = torch.cat([past_keys[:, i], k], 1), torch.cat([past_values[:, i], v], 1)
             else:
                 state.keys[:, i].scatter_(1, index, k.to(state.keys.dtype))
                 state.values[:, i].scatter_(1, index, v.to(state.values.dtype))
