@@ -67,7 +67,8 @@ def _bench_asr_quality(args: argparse.Namespace) -> int:
     from .whisper_models import WhisperNotFound
 
     cfg = asr_quality.AsrQualityConfig(args.model, args.real, args.synth, args.max_utterances, args.decoder, args.int8,
-                                       args.whisper, tuple(args.chunks))
+                                       args.whisper, tuple(args.chunks), tuple(args.onnx),
+                                       tuple(args.sets) if args.sets else None)
     return _reported("bench asr-quality", lambda: asr_quality.main(cfg, args.json), ModelNotFound, WhisperNotFound,
                      ValueError)
 
@@ -139,6 +140,9 @@ def _add_bench(subparsers) -> None:
                    help="with whisper-causal: chunk sizes (ms) to measure without LoRA too (300)")
     q.add_argument("--decoder", choices=["rnnt", "ctc"])
     q.add_argument("--int8", action="store_true", help="int8 encoder weights (as `speech transcribe --int8`)")
+    q.add_argument("--onnx", nargs="+", choices=["fp32", "fp16", "int8"], default=[],
+                   help="also ONNX Runtime rows at these precisions (files exported into the cache on first use)")
+    q.add_argument("--sets", nargs="+", help="only these sets (default: all)")
     q.add_argument("--real", default="corpora/real", help="manifests of `speech corpus real`")
     q.add_argument("--synth", default="corpora/synth", help="a corpus of `speech corpus build` (its test split)")
     q.add_argument("--max-utterances", type=int, default=200)

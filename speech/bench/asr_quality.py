@@ -48,6 +48,16 @@ class AsrQualityConfig:
     int8: bool = False
     whisper: str = "base"  # the Whisper of --model whisper-causal / whisper-offline
     chunks_ms: tuple[int, ...] = (300,)  # chunk sizes measured without LoRA even where no adapter is shipped
+    onnx: tuple[str, ...] = ()  # ONNX Runtime rows at these precisions beside the torch ones
+    sets: tuple[str, ...] | None = None  # None: every set
+
+
+def _onnx(precision: str):
+    from streaming.onnx_backend import OnnxBackend
+
+    from ..exporting import cache_locator
+
+    return OnnxBackend(cache_locator(precision), precision=precision)
 
 
 System = tuple[str, Callable[[np.ndarray], str]]  # a row's label and its transcriber
@@ -60,8 +70,9 @@ def _fastconformer_systems(cfg: AsrQualityConfig) -> tuple[list[System], str]:
     systems = []
     for context in model.cfg.encoder.att_context_size:
         ms = model.cfg.encoder.lookahead_ms(context)
-        rec = Recognizer(model, ms, cfg.decoder, EndpointConfig(enabled=False))
-        systems.append((f"{ms:g}ms", lambda audio, rec=rec: " ".join(e.text for e in rec.transcribe(audio) if e.final)))
+        for label, backend in [(f"{ms:g}ms", None), *((f"{ms:g}ms onnx {p}", _onnx(p)) for p in cfg.onnx)]:
+            rec = Recognizer(model, ms, cfg.decoder, EndpointConfig(enabled=False), backend)
+            systems.append((label, lambda audio, rec=rec: " ".join(e.text for e in rec.transcribe(audio) if e.final)))
     title = f"{rec.decoder} decoder{', int8 encoder' if cfg.int8 else ''}, streaming sessions; asr.text normaliser"
     return systems, title
 
@@ -73,9 +84,9 @@ def _whisper_systems(cfg: AsrQualityConfig) -> tuple[list[System], str]:
 
     from ..whisper_models import load_causal_whisper, shipped_adapter
 
-    def streaming(model, chunk_ms: int) -> Callable[[np.ndarray], str]:
-        cfg = StreamConfig(chunk_ms=chunk_ms)
-        return lambda audio: " ".join(e.text for e in stream_signal(model, audio, cfg) if e.final)
+    def streaming(model, chunk_ms: int, backend=None) -> Callable[[np.ndarray], str]:
+        stream = StreamConfig(chunk_ms=chunk_ms)
+        return lambda audio: " ".join(e.text for e in stream_signal(model, audio, stream, backend=backend) if e.final)
 
     offline = load_causal_whisper(cfg.whisper, adapter=None)
     systems: list[System] = [(f"offline {cfg.whisper}", lambda audio: transcribe_offline(offline, audio).text)]
@@ -84,7 +95,9 @@ def _whisper_systems(cfg: AsrQualityConfig) -> tuple[list[System], str]:
             continue
         systems.append((f"causal {chunk_ms} ms, no LoRA", streaming(offline, chunk_ms)))
         if shipped_adapter(cfg.whisper, chunk_ms) is not None:
-            systems.append((f"causal {chunk_ms} ms + LoRA", streaming(load_causal_whisper(cfg.whisper, chunk_ms), chunk_ms)))
+            adapted = load_causal_whisper(cfg.whisper, chunk_ms)
+            systems.append((f"causal {chunk_ms} ms + LoRA", streaming(adapted, chunk_ms)))
+            systems += [(f"causal {chunk_ms} ms + LoRA, onnx {p}", streaming(adapted, chunk_ms, _onnx(p))) for p in cfg.onnx]
     return systems, "greedy, streaming sessions in 100 ms pieces; Whisper's EnglishTextNormalizer (whisper_normalizer)"
 
 
@@ -104,7 +117,12 @@ def main(cfg: AsrQualityConfig, json_path: str) -> dict:
     score = whisper_wer if whisper else wer
     folders = {"real": Path(cfg.real), "synth": Path(cfg.synth)}
     sets, skipped = {}, {}
+    unknown = set(cfg.sets or ()) - set(SETS)
+    if unknown:
+        raise ValueError(f"unknown sets {sorted(unknown)}; the sets are {', '.join(SETS)}")
     for name, (folder, file, split) in SETS.items():
+        if cfg.sets is not None and name not in cfg.sets:
+            continue
         manifest = folders[folder] / file
         if not manifest.is_file():
             skipped[name] = f"no {manifest} (run `speech corpus {'real' if folder == 'real' else 'build'}`)"
