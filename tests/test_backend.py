@@ -32,7 +32,7 @@ def test_reduced_precision_is_close_to_fp32(dtype, tolerance):
 
 
 def test_backend_rejects_unknown_dtype_and_device():
-    with pytest.raises(ValueError, match=r"dtype must be one of \['bf16', 'fp16', 'fp32'\]"):
+    with pytest.raises(ValueError, match=r"dtype must be one of \['bf16', 'fp16', 'fp32', 'fp64'\]"):
         TorchBackend("cpu", "int4")
     with pytest.raises(ValueError, match="cpu or cuda"):
         TorchBackend("meta")
