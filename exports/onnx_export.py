@@ -18,7 +18,14 @@ import torch
 from torch import Tensor, nn
 
 from streaming.contract import RowUpdate, StepFunction, Tensors
-from streaming.onnx_backend import META_ROW_UPDATES, META_SIGNATURE, META_STEP, row_outputs, state_input, state_output
+from streaming.onnx_backend import (
+    META_ROW_UPDATES,
+    META_SIGNATURE,
+    META_STEP,
+    row_outputs,
+    state_input,
+    state_output,
+)
 from streaming.signature_io import signature_to_dict
 
 DEFAULT_OPSET = 17

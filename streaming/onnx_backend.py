@@ -56,6 +56,7 @@ class OnnxStep(StepFunction):
 
         options = onnxruntime.SessionOptions()
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # errors only: fp16 files log a line per MatMul it cannot pre-compute
         if threads:
             options.intra_op_num_threads = threads
         # Idle worker threads sleep instead of spinning: between two runs the host logic, the slot pool and
@@ -78,12 +79,6 @@ class OnnxStep(StepFunction):
     @property
     def signature(self) -> StepSignature:
         return self._signature
-
-    @property
-    def float_dtype(self) -> torch.dtype:
-        """The precision the file computes in (the dtype of its floating inputs)."""
-        floats = {t for t in self._input_types.values() if np.issubdtype(t, np.floating)}
-        return torch.float16 if floats == {np.float16} else torch.float32
 
     def _feed(self, name: str, value: torch.Tensor) -> np.ndarray:
         array = value.detach().cpu().numpy()
@@ -126,6 +121,7 @@ class OnnxBackend:
         self.locate, self.precision = locate, precision
         self.providers = list(providers) if providers else default_providers()
         self.threads = threads if threads is not None else int(os.environ.get("SPEECH_ONNX_THREADS", "0")) or None
+        self._prepared: dict[tuple, OnnxStep] = {}  # one session per step and weights, shared by every stream
 
     def __repr__(self) -> str:
         return f"OnnxBackend(precision={self.precision!r}, providers={self.providers})"
@@ -134,6 +130,12 @@ class OnnxBackend:
         """The step's file as an :class:`OnnxStep`, checked against the step's name and state layout."""
         if isinstance(step, OnnxStep):
             return step
+        key = (step.name, tuple((id(t), t._version) for t in step.parameters()))  # same weights: same session
+        if key not in self._prepared:
+            self._prepared[key] = self._open(step)
+        return self._prepared[key]
+
+    def _open(self, step: StepFunction) -> OnnxStep:
         onnx_step = OnnxStep(self.locate(step), self.providers, self.threads)
         want, got = step.signature, onnx_step.signature
         if onnx_step.name != step.name or [(s.name, s.shape) for s in want.states] != [(s.name, s.shape) for s in got.states]:

@@ -11,17 +11,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
 import soundfile as sf
 import torch
 
 from exports.static_check import check_file
-from speech.cli import main
-from speech.exporting import directory_locator, fastconformer_exportable, export_model
 from speech.bench.nemo_reference import random_speechlike
+from speech.cli import main
+from speech.exporting import directory_locator, export_model, fastconformer_exportable
 from streaming.onnx_backend import OnnxBackend, StepMismatch
+from streaming.reference import ReferenceStep
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 AN4 = DATA / "an4" / "audio" / "test"
@@ -127,7 +127,7 @@ def test_stale_files_are_refused(fastconformer_onnx):
     with pytest.raises(StepMismatch, match="re-export"):
         backend.prepare(fastconformer_exportable(model).steps[-1])
     with pytest.raises(StepMismatch, match="has no step"):
-        backend.prepare(type("Other", (), {"name": "vc_decoder"})())
+        backend.prepare(ReferenceStep(channels=8))
 
 
 def test_int8_and_fp16_files_run_and_report(fastconformer_onnx, tmp_path, long_audio, cache):
@@ -186,5 +186,6 @@ def test_export_usage_errors(capsys):
     assert main(["export", "check"]) == 2
     assert "usage: speech export check DIR" in capsys.readouterr().err
     assert main(["export", "no-such-model", "-o", "/tmp/x"]) == 2
+    assert "no-such-model" in capsys.readouterr().err
     assert main(["transcribe", str(JFK), "--backend", "onnx", "--int8"]) == 2
     assert "--precision int8" in capsys.readouterr().err

@@ -60,7 +60,8 @@ def test_chained_parity(exported, audio, tmp_path):
     (run,) = json.loads(report.read_text())["results"]["runs"]
     assert code == 0 and run["passed"] and run["torch_text"] == run["onnx_text"], run
     assert run["calls"]["whisper_audio_300ms"] >= 50
-    assert run["worst"] <= max(1e-4, run["rounding"] or 0.0)
+    assert run["rounding"] is not None and run["rounding"] < 1e-3  # torch's own fp32 error, measured
+    assert run["worst"] <= max(1e-4, run["rounding"])
     for tensor in ("logits", "next.self_keys.rows", "next.cross_keys.rows"):
         assert f"whisper_decoder_300ms/{tensor}" in run["max_abs"]
     assert run["max_abs"]["whisper_decoder_300ms/next.self_keys.positions"] == 0.0

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from streaming.backend import Backend, TorchBackend
+from streaming.backend import DTYPES, Backend, TorchBackend
 from streaming.blocks import StreamingLogMel
 
 from ..hypothesis import Hypothesis, Word
@@ -57,7 +57,8 @@ class Recognizer:
         if decoder not in model.decoders:
             raise ValueError(f"decoder {decoder!r} is not in this model; it has {', '.join(model.decoders)}")
         self.decoder, self.endpoint = decoder, endpoint
-        self.backend = backend or TorchBackend()
+        weight = next(model.parameters())
+        self.backend = backend or TorchBackend(weight.device, {v: k for k, v in DTYPES.items()}[weight.dtype])
         self.encoder_step = EncoderStep(model.encoder, self.context)
         self.prepared_encoder = self.backend.prepare(self.encoder_step)
         self.heads = HeadSteps(model, self.backend)

@@ -11,7 +11,6 @@ import torch
 from streaming.scheduler import ChunkScheduler
 
 from .recognizer import Hypothesis, Recognizer, Session
-from .steps import EncoderStep
 
 
 async def _stream_one(scheduler: ChunkScheduler, lane: str, session: Session, audio: np.ndarray,
@@ -37,7 +36,7 @@ async def _stream_one(scheduler: ChunkScheduler, lane: str, session: Session, au
 async def transcribe_many(recognizer: Recognizer, audios: list[np.ndarray], *, concurrency: int = 16,
                           piece_s: float = 0.1, max_wait_ms: float = 2.0) -> list[list[Hypothesis]]:
     """Every signal streams in ``piece_s`` pieces as its own session, at most ``concurrency`` at a time."""
-    step = EncoderStep(recognizer.model.encoder, recognizer.context)
+    step = recognizer.encoder_step
     piece = int(piece_s * recognizer.model.cfg.features.sample_rate)
     gate = asyncio.Semaphore(concurrency)
     async with ChunkScheduler(recognizer.backend) as scheduler:

@@ -13,7 +13,15 @@ from __future__ import annotations
 
 import torch
 
-from streaming.contract import ChunkGeometry, RowUpdate, StateSpec, StepFunction, StepSignature, Tensors, TensorSpec
+from streaming.contract import (
+    ChunkGeometry,
+    RowUpdate,
+    StateSpec,
+    StepFunction,
+    StepSignature,
+    Tensors,
+    TensorSpec,
+)
 
 from .decoder import DecoderCache
 from .encoder import EncoderState

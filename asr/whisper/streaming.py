@@ -30,7 +30,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from streaming.contract import Tensors
 from streaming.backend import DTYPES, Backend, TorchBackend, float_dtype
 from streaming.inline import InlineSteps, Requests, drive
 

@@ -112,6 +112,8 @@ def whisper_wer(refs: list[str], hyps: list[str]) -> float:
 
 
 def main(cfg: AsrQualityConfig, json_path: str) -> dict:
+    if cfg.int8 and cfg.onnx:
+        raise ValueError("--int8 quantises the torch encoder; for int8 ONNX rows use --onnx int8 without --int8")
     whisper = cfg.model in ("whisper-causal", "whisper-offline")
     systems, title = _whisper_systems(cfg) if whisper else _fastconformer_systems(cfg)
     score = whisper_wer if whisper else wer

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from streaming.backend import Backend, TorchBackend, float_dtype
+from streaming.backend import Backend, TorchBackend
 from streaming.contract import StepFunction, Tensors
 from streaming.inline import advance
 from streaming.onnx_backend import OnnxBackend
@@ -93,7 +93,7 @@ def _whisper(cfg: ExportBenchConfig):
 
     def chunk(chain: _Chain, i: int) -> None:
         b, at = chain.batch, (i % per_segment) * g
-        full = lambda value: torch.full((b,), value)  # noqa: E731
+        full = lambda value: torch.full((b,), value)
         out = chain(audio_step.name, {"mel": mel.expand(b, -1, -1), "position": full(at)})
         audio = {"audio_keys": out["audio_keys"], "audio_values": out["audio_values"]}
         chain(decoder_step.name, {"tokens": tokens.expand(b, -1, -1), "start": full(0), "count": full(n - 2),
@@ -148,14 +148,14 @@ def _long_stream(model: str, backend: Backend, audio: np.ndarray, cfg: ExportBen
         from ..asr_models import load_fastconformer
 
         session = Recognizer(load_fastconformer(None), cfg.lookahead_ms, backend=backend).session()
-        chunked = lambda: session.frames_decoded  # noqa: E731
+        chunked = lambda: session.frames_decoded
     else:
         from asr.whisper.streaming import StreamConfig, WhisperSession
 
         from ..whisper_models import load_causal_whisper
 
         session = WhisperSession(load_causal_whisper("base", 300, "shipped"), StreamConfig(chunk_ms=300), backend=backend)
-        chunked = lambda: session.chunks_taken  # noqa: E731
+        chunked = lambda: session.chunks_taken
     piece = 1600
     by_minute: dict[int, list[float]] = {}
     for start in range(0, len(audio), piece):
