@@ -4,7 +4,8 @@ Both backends run the same host logic (decoding, endpointing) over the same sign
 state; every step call's outputs and next state are compared (``exports.parity``) and so is the text.
 fp32 files pass when the text is identical and no tensor differs by more than the tolerance (1e-4), or, for
 a model whose torch fp32 run itself is further than that from exact arithmetic (Whisper: large activations),
-by more than torch fp32 differs from a float64 run of the same stream. fp16 and int8 files are reported.
+by more than twice what torch fp32 differs from a float64 run of the same stream (two fp32 computations,
+each as far from exact as torch is, can be that far apart). fp16 and int8 files are reported.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ def check(directory: str | Path, audio: np.ndarray, tolerance: float = TOLERANCE
             exact = RecordingBackend(TorchBackend("cpu", "fp64"))
             run(exact, audio)
             result.rounding = compare(exact.calls, recorded["torch"]).worst
-            result.bar = max(tolerance, result.rounding)
+            result.bar = max(tolerance, 2 * result.rounding)  # two fp32 runs, each that far from exact
         log(f"{label}: {sum(result.calls.values())} calls, worst {result.worst:.2e}"
             f"{'' if result.rounding is None else f' (torch fp32 vs float64: {result.rounding:.2e})'}, "
             f"text {'identical' if result.same_text else 'DIFFERS'}")

@@ -2,8 +2,8 @@
 
 The decoder and audio steps write their cache rows as :class:`~streaming.contract.RowUpdate` outputs
 (``next.<state>.rows`` / ``.positions``); the backend hands them to the same slot-pool code as torch's.
-Whisper's activations are large, so torch fp32 itself sits ~4e-4 from a float64 run of the same stream:
-the check's bar is then torch's own rounding (measured in the same run), not 1e-4.
+Whisper's activations are large, so torch fp32 itself sits 2e-4 to 5e-4 from a float64 run of the same
+stream: the check's bar is then twice torch's own rounding (measured in the same run), not 1e-4.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 
@@ -18,6 +19,7 @@ pytest.importorskip("transformers", reason="the whisper extra (transformers) hol
 from exports.static_check import check_file
 from speech.bench.nemo_reference import random_speechlike
 from speech.cli import main
+from speech.corpus.real import ASTERISK_SOUNDS, decode_g722
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 JFK = DATA / "jfk" / "audio" / "jfk.flac"
@@ -26,11 +28,17 @@ AN4 = DATA / "an4" / "audio" / "test"
 
 @pytest.fixture(scope="module")
 def audio(tmp_path_factory) -> list[str]:
-    """jfk and 4 an4/test utterances (27 s, 90 chunks of 300 ms) when ../shared/data is here, else synthetic."""
+    """Real speech: jfk and 4 an4/test utterances (23 s) when ../shared/data is here, else 20 s of the
+    Asterisk prompts (a Debian package the set-up installs), else a synthetic signal."""
     if JFK.is_file() and AN4.is_dir():
         return [str(JFK), *map(str, sorted(AN4.glob("*/*.flac"))[:4])]
-    path = tmp_path_factory.mktemp("audio") / "speechlike.wav"
-    sf.write(path, random_speechlike(16.0, seed=9), 16000)
+    path = tmp_path_factory.mktemp("audio") / "speech.wav"
+    prompts = sorted(ASTERISK_SOUNDS.glob("*.g722"))
+    if prompts:
+        signal = np.concatenate([decode_g722(p) for p in prompts[:60]])[: 20 * 16000]
+    else:
+        signal = random_speechlike(16.0, seed=9)
+    sf.write(path, signal, 16000)
     return [str(path)]
 
 
@@ -61,7 +69,7 @@ def test_chained_parity(exported, audio, tmp_path):
     assert code == 0 and run["passed"] and run["torch_text"] == run["onnx_text"], run
     assert run["calls"]["whisper_audio_300ms"] >= 50
     assert run["rounding"] is not None and run["rounding"] < 1e-3  # torch's own fp32 error, measured
-    assert run["worst"] <= max(1e-4, run["rounding"])
+    assert run["worst"] <= max(1e-4, 2 * run["rounding"])
     for tensor in ("logits", "next.self_keys.rows", "next.cross_keys.rows"):
         assert f"whisper_decoder_300ms/{tensor}" in run["max_abs"]
     assert run["max_abs"]["whisper_decoder_300ms/next.self_keys.positions"] == 0.0
