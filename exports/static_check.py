@@ -11,7 +11,7 @@ import onnx
 
 from streaming.onnx_backend import META_SIGNATURE, state_input, state_output
 
-from .tensorrt_ops import TENSORRT_OPS, TENSORRT_VERSION
+from .tensorrt_ops import TENSORRT_OPS
 
 
 @dataclass
@@ -64,9 +64,3 @@ def check_file(path: str | Path) -> StaticReport:
     report.ops = len(ops)
     report.non_tensorrt_ops = sorted(ops - TENSORRT_OPS)
     return report
-
-
-def describe(report: StaticReport) -> str:
-    trt = (f"TensorRT {TENSORRT_VERSION} ops: yes" if not report.non_tensorrt_ops
-           else f"TensorRT {TENSORRT_VERSION} ops: no ({', '.join(report.non_tensorrt_ops)})")
-    return f"{Path(report.path).name}: {'ok' if report.ok else '; '.join(report.problems)}; {report.ops} op types; {trt}"

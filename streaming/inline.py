@@ -49,17 +49,20 @@ class InlineSteps:
     def __init__(self, steps: Mapping[str, StepFunction], backend: Backend) -> None:
         self.backend = backend
         self.steps = {lane: backend.prepare(step) for lane, step in steps.items()}
-        self.states = {}
-        for lane, step in self.steps.items():
-            specs = {spec.name: spec for spec in step.signature.states}
-            self.states[lane] = {name: value.to(backend.device, backend.state_dtype(specs[name]))
-                                 for name, value in step.initial_state(1).items()}
+        self.states = {lane: initial_states(backend, step, 1) for lane, step in self.steps.items()}
 
     def __call__(self, lane: str, inputs: Tensors) -> Tensors:
         state = self.states[lane]
         outputs, next_state = self.backend.run(self.steps[lane], {k: v[None] for k, v in inputs.items()}, state)
         advance(state, next_state)
         return {k: v[0] for k, v in outputs.items()}
+
+
+def initial_states(backend: Backend, step: StepFunction, batch: int) -> Tensors:
+    """Fresh states of ``batch`` streams as ``backend`` keeps them (its device and state dtypes)."""
+    specs = {spec.name: spec for spec in step.signature.states}
+    return {name: value.to(backend.device, backend.state_dtype(specs[name]))
+            for name, value in step.initial_state(batch).items()}
 
 
 @torch.inference_mode()

@@ -179,10 +179,9 @@ def test_train_recipe_runs_and_resumes(tmp_path, jfk):
 def test_distillation_pulls_the_causal_encoder_towards_plain_whisper():
     """The teacher is plain Whisper (adapters off, full attention); the loss counts only the utterances' own
     frames and its gradient reaches the LoRA matrices alone."""
-    from speech.training.whisper_causal import distillation_loss, encode_causal
-
     from asr.whisper.features import offline_features
     from asr.whisper.lora import adapters_disabled
+    from speech.training.whisper_causal import distillation_loss, encode_causal
 
     audio = torch.zeros(2, 32000)
     audio[0] = torch.randn(32000, generator=torch.Generator().manual_seed(0)) * 0.1

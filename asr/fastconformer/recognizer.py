@@ -16,6 +16,7 @@ from torch import Tensor
 
 from streaming.backend import DTYPES, Backend, TorchBackend
 from streaming.blocks import StreamingLogMel
+from streaming.inline import initial_states
 
 from ..hypothesis import Hypothesis, Word
 from .config import Context
@@ -61,7 +62,8 @@ class Recognizer:
         self.backend = backend or TorchBackend(weight.device, {v: k for k, v in DTYPES.items()}[weight.dtype])
         self.encoder_step = EncoderStep(model.encoder, self.context)
         self.prepared_encoder = self.backend.prepare(self.encoder_step)
-        self.heads = HeadSteps(model, self.backend)
+        self.heads = HeadSteps(model, self.backend, decoder)
+        self._offline_heads: HeadSteps | None = None
 
     @property
     def lookahead_ms(self) -> float:
@@ -101,8 +103,10 @@ class Recognizer:
             batch[i, : len(a)] = torch.as_tensor(a, dtype=torch.float32)
         mel, frames = self.model.features(batch, lengths)
         encoded, enc_lengths = self.model.encoder(mel, frames, self.context)
-        heads = HeadSteps(self.model, TorchBackend(device))
-        emitted, _ = self.decode(encoded, enc_lengths, self.initial_decoder_state(len(audios), device), heads)
+        if self._offline_heads is None:
+            self._offline_heads = HeadSteps(self.model, TorchBackend(device), self.decoder)
+        emitted, _ = self.decode(encoded, enc_lengths, self.initial_decoder_state(len(audios), device),
+                                 self._offline_heads)
         return [self.hypothesis(tokens, True, 0) for tokens in emitted]
 
     def transcribe(self, audio: np.ndarray) -> list[Hypothesis]:
@@ -122,8 +126,7 @@ class Session:
         self.samples = 0
         self.frames_emitted = 0
         self.pending = torch.zeros(model.cfg.encoder.feat_in, model.encoder.leading_pad)
-        self.encoder_state = {name: value.to(recognizer.backend.state_dtype(spec)) for (name, value), spec in zip(
-            recognizer.encoder_step.initial_state(1).items(), recognizer.encoder_step.signature.states)}
+        self.encoder_state = initial_states(recognizer.backend, recognizer.prepared_encoder, 1)
         self.decoder_state = recognizer.initial_decoder_state(1)
         self.segment = _Segment()
         self.segment_index = 0

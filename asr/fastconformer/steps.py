@@ -130,12 +130,14 @@ def fastconformer_steps(model: FastConformer, contexts: list[Context] | None = N
 
 
 class HeadSteps:
-    """The heads' steps prepared on one backend, called by host-side decoding (``decoding.py``)."""
+    """The steps of one decoder's heads (``rnnt`` or ``ctc``) prepared on one backend, called by host-side
+    decoding (``decoding.py``)."""
 
-    def __init__(self, model: FastConformer, backend: Backend) -> None:
+    def __init__(self, model: FastConformer, backend: Backend, decoder: str) -> None:
         self.backend = backend
-        self._ctc = backend.prepare(CTCStep(model.ctc)) if model.ctc is not None else None
-        if model.transducer is not None:
+        if decoder == "ctc":
+            self._ctc = backend.prepare(CTCStep(model.ctc))
+        else:
             self._predict = backend.prepare(PredictionStep(model.transducer))
             self._joint = backend.prepare(JointStep(model.transducer))
 

@@ -22,7 +22,7 @@ import torch
 
 from streaming.backend import Backend, TorchBackend
 from streaming.contract import StepFunction, Tensors
-from streaming.inline import advance
+from streaming.inline import advance, initial_states
 from streaming.onnx_backend import OnnxBackend
 
 from .report import table, write_json
@@ -46,10 +46,7 @@ class _Chain:
     def __init__(self, backend: Backend, steps: list[StepFunction], batch: int) -> None:
         self.backend, self.batch = backend, batch
         self.steps = {step.name: backend.prepare(step) for step in steps}
-        self.states = {}
-        for name, step in self.steps.items():
-            specs = {s.name: s for s in step.signature.states}
-            self.states[name] = {k: v.to(backend.state_dtype(specs[k])) for k, v in step.initial_state(batch).items()}
+        self.states = {name: initial_states(backend, step, batch) for name, step in self.steps.items()}
 
     def __call__(self, name: str, inputs: Tensors) -> Tensors:
         outputs, next_state = self.backend.run(self.steps[name], inputs, self.states[name])
