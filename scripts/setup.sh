@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
 PYTHON=${PYTHON:-python3}
 TORCH_PIN="torch==2.13.0+cpu"
-# audio I/O, then the free voices and the Asterisk prompts of `speech corpus` (the tests render them)
+# audio I/O, then the free voices and the Asterisk prompts of `speech corpus` (the tests render them), then
+# Chromium for the end-to-end test of the web page (headless, a recording as the microphone)
 DEBIAN_PACKAGES=(libportaudio2 libsndfile1 espeak-ng festival festvox-kallpc16k festvox-kdlpc16k
-                 festvox-us-slt-hts flite asterisk-core-sounds-en asterisk-core-sounds-en-g722)
+                 festvox-us-slt-hts flite asterisk-core-sounds-en asterisk-core-sounds-en-g722 chromium)
 
 log() { printf '[setup] %s\n' "$*"; }
 

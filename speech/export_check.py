@@ -10,6 +10,7 @@ each as far from exact as torch is, can be that far apart). fp16 and int8 files 
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,16 +61,14 @@ def _runs(model: Exportable) -> list[tuple[str, Transcribe]]:
         return [(f"{model.config.chunk_ms} ms chunks", whisper)]
     from asr.fastconformer.recognizer import Recognizer
 
-    runs = []
-    enc = model.model.cfg.encoder
-    for context in enc.att_context_size:
-        for decoder in model.model.decoders:
-            def fastconformer(backend: Backend, audio: np.ndarray, ms=enc.lookahead_ms(context), decoder=decoder) -> str:
-                recognizer = Recognizer(_on(model.model, backend), ms, decoder, backend=backend)
-                return " ".join(e.text for e in recognizer.transcribe(audio) if e.final)
+    def fastconformer(ms: float, decoder: str, backend: Backend, audio: np.ndarray) -> str:
+        recognizer = Recognizer(_on(model.model, backend), ms, decoder, backend=backend)
+        return " ".join(e.text for e in recognizer.transcribe(audio) if e.final)
 
-            runs.append((f"lookahead {enc.lookahead_ms(context):g} ms, {decoder}", fastconformer))
-    return runs
+    enc = model.model.cfg.encoder
+    return [(f"lookahead {enc.lookahead_ms(context):g} ms, {decoder}",
+             functools.partial(fastconformer, enc.lookahead_ms(context), decoder))
+            for context in enc.att_context_size for decoder in model.model.decoders]
 
 
 def _on(model, backend: Backend):

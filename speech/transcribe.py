@@ -65,6 +65,9 @@ def add_transcribe(subparsers) -> None:
     p.add_argument("--onnx", metavar="DIR", help="with --backend onnx: a `speech export` directory of this model")
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32",
                    help="with --backend onnx and no --onnx: the precision to export at (default fp32)")
+    p.add_argument("--server", metavar="URL",
+                   help="stream the files through a running `speech serve` (ws://HOST:PORT) instead of in-process")
+    p.add_argument("--token", help="with --server: the server's token (or set SPEECH_TOKEN)")
     p.add_argument("--no-endpoint", action="store_true", help="one segment per file (no endpoint rules)")
     p.add_argument("--manifest", help="TSV with utt_id and path columns (../shared/data format)")
     p.add_argument("--out", help="with --manifest: write utt_id<TAB>text lines here")
@@ -74,7 +77,10 @@ def add_transcribe(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         items = _inputs(args)
-        transcriber = _whisper(args) if args.model in WHISPER_MODELS else _fastconformer(args)
+        if args.server:
+            transcriber = _remote(args)
+        else:
+            transcriber = _whisper(args) if args.model in WHISPER_MODELS else _fastconformer(args)
     except (ModelNotFound, WhisperNotFound, ValueError, OSError) as error:
         print(f"speech transcribe: {error}", file=sys.stderr)
         return 2
@@ -112,6 +118,26 @@ def _backend(args: argparse.Namespace):
         locate, precision = directory_locator(args.onnx)
         return OnnxBackend(locate, precision=precision)
     return OnnxBackend(cache_locator(args.precision), precision=args.precision)
+
+
+def _remote(args: argparse.Namespace) -> Transcriber:
+    """Each file a session of a running server; the model's settings are the server's."""
+    import os
+
+    from .client import transcribe_remote
+
+    local_only = {"--offline": args.offline, "--int8": args.int8, "--backend onnx": args.backend != "torch",
+                  "--onnx": args.onnx, "--decoder": args.decoder, "--no-endpoint": args.no_endpoint,
+                  "--beam": args.beam != 1, "--adapter": args.adapter != "shipped", "--whisper": args.whisper != "base"}
+    given = [flag for flag, value in local_only.items() if value]
+    if given:
+        raise ValueError(f"{', '.join(given)}: in-process settings; with --server the server's config decides them")
+    if args.model == "whisper-offline":
+        raise ValueError("whisper-offline is not a streaming model; the server runs streaming sessions")
+    options = {"lookahead_ms": args.lookahead} if args.model not in WHISPER_MODELS else {"chunk_ms": args.chunk}
+    token = args.token or os.environ.get("SPEECH_TOKEN")
+    return lambda audios: asyncio.run(transcribe_remote(args.server, audios, 16000, model=args.model, token=token,
+                                                        frame_s=PIECE_S, **options))
 
 
 def _fastconformer(args: argparse.Namespace) -> Transcriber:

@@ -1,5 +1,8 @@
-"""Many recognition sessions at once on the chunk scheduler: one lane runs the encoder step for all of
-them in batches (continuous batching, slot-pooled state); each session decodes its own chunks."""
+"""Recognition sessions on the chunk scheduler: one lane runs the encoder step of every session in batches
+(continuous batching, slot-pooled state); each session decodes its own chunks.
+
+:class:`ScheduledSession` is one live session (the server and the microphone CLI hold one per client);
+:func:`transcribe_many` streams whole signals through many of them at once."""
 
 from __future__ import annotations
 
@@ -10,27 +13,42 @@ import torch
 
 from streaming.scheduler import ChunkScheduler
 
+from ..live import stream_in_pieces
 from .recognizer import Hypothesis, Recognizer, Session
 
 
-async def _stream_one(scheduler: ChunkScheduler, lane: str, session: Session, audio: np.ndarray,
-                      piece: int) -> list[Hypothesis]:
-    stream = scheduler.open_stream(lane)
-    events: list[Hypothesis] = []
+class ScheduledSession:
+    """A :class:`Session` whose encoder steps run on ``lane`` of ``scheduler``; ``feed`` audio pieces of any
+    length, ``finish`` at the end, ``close`` (or ``cancel``) to free the slot.
 
-    async def run(chunks) -> None:
+    ``deadline`` (``loop.time()`` seconds) tells the lane by when the chunks of a piece are needed, so that it
+    serves the most urgent streams first. ``chunks`` counts the encoder chunks run so far."""
+
+    def __init__(self, scheduler: ChunkScheduler, lane: str, recognizer: Recognizer) -> None:
+        self.session: Session = recognizer.session()
+        self.stream = scheduler.open_stream(lane)
+        self.chunks = 0
+
+    async def feed(self, audio: np.ndarray, deadline: float | None = None) -> list[Hypothesis]:
+        return await self._run(self.session.chunks_for(audio), deadline)
+
+    async def finish(self, deadline: float | None = None) -> list[Hypothesis]:
+        events = await self._run(self.session.chunks_at_end(), deadline)
+        return events + self.session.end()
+
+    async def close(self) -> None:
+        await self.stream.close()
+
+    def cancel(self) -> None:
+        self.stream.cancel()
+
+    async def _run(self, chunks: list[tuple[torch.Tensor, int]], deadline: float | None) -> list[Hypothesis]:
+        events: list[Hypothesis] = []
         for features, valid in chunks:
-            out = await stream.process({"features": features, "valid": torch.tensor(valid)})
-            events.extend(session.consume(out["encoded"], int(out["length"])))
-
-    try:
-        for start in range(0, len(audio), piece):
-            await run(session.chunks_for(audio[start : start + piece]))
-        await run(session.chunks_at_end())
-        events.extend(session.end())
-    finally:
-        await stream.close()
-    return events
+            out = await self.stream.process({"features": features, "valid": torch.tensor(valid)}, deadline)
+            self.chunks += 1
+            events.extend(self.session.consume(out["encoded"], int(out["length"])))
+        return events
 
 
 async def transcribe_many(recognizer: Recognizer, audios: list[np.ndarray], *, concurrency: int = 16,
@@ -44,6 +62,6 @@ async def transcribe_many(recognizer: Recognizer, audios: list[np.ndarray], *, c
 
         async def one(audio: np.ndarray) -> list[Hypothesis]:
             async with gate:
-                return await _stream_one(scheduler, step.name, recognizer.session(), audio, piece)
+                return await stream_in_pieces(ScheduledSession(scheduler, step.name, recognizer), audio, piece)
 
         return list(await asyncio.gather(*(one(a) for a in audios)))

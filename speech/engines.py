@@ -1,0 +1,160 @@
+"""The ASR models a service runs, each loaded once with its lanes on the one shared chunk scheduler, so the
+sessions of every client are batched together (the server, and the microphone CLI in-process).
+
+An engine turns a client's options (``lookahead_ms``, ``chunk_ms``) into a live session
+(:class:`asr.live.LiveSession`) and says what those options resolved to."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from asr.live import LiveSession
+from streaming.scheduler import ChunkScheduler
+
+from .protocol import ProtocolError
+
+
+@dataclass(frozen=True)
+class LaneSettings:
+    """How a model's lanes batch: at most ``max_streams`` sessions, batches up to ``max_batch``, waiting at most
+    ``max_wait_ms`` for a batch to fill (longer waits batch more streams whose chunks arrive at other times)."""
+
+    max_streams: int = 64
+    max_batch: int = 32
+    max_wait_ms: float = 20.0
+
+
+class AsrEngine(Protocol):
+    name: str
+    sample_rate: int
+
+    def describe(self) -> dict[str, Any]:
+        """What a client may choose (for ``/v1/models`` and the web page)."""
+
+    def open(self, options: dict[str, float]) -> tuple[LiveSession, dict[str, float]]:
+        """A new session and its resolved settings (``chunk_ms``, ``lookahead_ms``); raises
+        :class:`ProtocolError` for options this model does not offer and ``PoolFull`` at capacity."""
+
+
+def _refuse_unknown(options: dict[str, float], accepted: set[str], model: str) -> None:
+    unknown = sorted(set(options) - accepted)
+    if unknown:
+        raise ProtocolError("bad_parameter", f"model {model} takes {sorted(accepted) or 'no options'}, "
+                            f"not {unknown}")
+
+
+class FastConformerEngine:
+    """A cache-aware FastConformer with one encoder lane per lookahead it offers."""
+
+    task = "asr"
+
+    def __init__(self, name: str, model, scheduler: ChunkScheduler, lanes: LaneSettings, *,
+                 lookaheads_ms: list[float] | None = None, default_lookahead_ms: float | None = None,
+                 decoder: str | None = None, backend=None) -> None:
+        from asr.fastconformer.recognizer import Recognizer
+
+        enc, hop_ms = model.cfg.encoder, 1000 * model.cfg.features.hop_length / model.cfg.features.sample_rate
+        offered = [enc.lookahead_ms(c, hop_ms) for c in enc.att_context_size]
+        chosen = offered if lookaheads_ms is None else [float(ms) for ms in lookaheads_ms]
+        self.name, self.sample_rate, self.scheduler = name, model.cfg.features.sample_rate, scheduler
+        self.recognizers = {ms: Recognizer(model, ms, decoder, backend=backend) for ms in chosen}
+        self.default_lookahead_ms = chosen[0] if default_lookahead_ms is None else float(default_lookahead_ms)
+        if self.default_lookahead_ms not in self.recognizers:
+            raise ValueError(f"{name}: default lookahead {self.default_lookahead_ms:g} ms is not among {chosen}")
+        self.lanes = {}
+        for ms, recognizer in self.recognizers.items():
+            step = recognizer.encoder_step
+            lane = scheduler.add_lane(f"{name}:{step.name}", step, backend=recognizer.backend,
+                                      max_batch=lanes.max_batch, max_wait_ms=lanes.max_wait_ms,
+                                      max_streams=lanes.max_streams)
+            self.lanes[ms] = lane.name
+        self.decoder = next(iter(self.recognizers.values())).decoder
+
+    def chunk_ms(self, lookahead_ms: float) -> float:
+        recognizer = self.recognizers[lookahead_ms]
+        features = recognizer.model.cfg.features
+        return 1000 * recognizer.model.encoder.hop(recognizer.context) * features.hop_length / features.sample_rate
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "task": self.task, "family": "fastconformer", "sample_rate": self.sample_rate,
+                "decoder": self.decoder, "lookaheads_ms": sorted(self.recognizers),
+                "default_lookahead_ms": self.default_lookahead_ms,
+                "chunk_ms": {f"{ms:g}": self.chunk_ms(ms) for ms in sorted(self.recognizers)}}
+
+    def open(self, options: dict[str, float]) -> tuple[LiveSession, dict[str, float]]:
+        from asr.fastconformer.scheduled import ScheduledSession
+
+        _refuse_unknown(options, {"lookahead_ms"}, self.name)
+        lookahead = options.get("lookahead_ms", self.default_lookahead_ms)
+        if lookahead not in self.recognizers:
+            raise ProtocolError("bad_parameter", f"model {self.name} offers lookahead_ms "
+                                f"{[f'{ms:g}' for ms in sorted(self.recognizers)]}, not {lookahead:g}")
+        session = ScheduledSession(self.scheduler, self.lanes[lookahead], self.recognizers[lookahead])
+        return session, {"lookahead_ms": lookahead, "chunk_ms": self.chunk_ms(lookahead)}
+
+
+class WhisperEngine:
+    """Causal streaming Whisper at one chunk size (its LoRA adapter is trained for it)."""
+
+    task = "asr"
+
+    def __init__(self, name: str, model, scheduler: ChunkScheduler, lanes: LaneSettings, cfg, backend=None) -> None:
+        from asr.whisper.features import SAMPLE_RATE
+        from asr.whisper.scheduled import add_whisper_lanes
+        from asr.whisper.streaming import model_backend
+
+        self.name, self.sample_rate, self.scheduler = name, SAMPLE_RATE, scheduler
+        self.model, self.cfg, self.backend = model, cfg, backend or model_backend(model)
+        add_whisper_lanes(scheduler, model, cfg, lanes.max_streams, max_batch=lanes.max_batch,
+                          max_wait_ms=lanes.max_wait_ms)
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "task": self.task, "family": "whisper-causal", "sample_rate": self.sample_rate,
+                "chunks_ms": [self.cfg.chunk_ms], "beam": self.cfg.beam}
+
+    def open(self, options: dict[str, float]) -> tuple[LiveSession, dict[str, float]]:
+        from asr.whisper.scheduled import ScheduledWhisperSession
+
+        _refuse_unknown(options, {"chunk_ms"}, self.name)
+        chunk = options.get("chunk_ms", float(self.cfg.chunk_ms))
+        if chunk != self.cfg.chunk_ms:
+            raise ProtocolError("bad_parameter", f"model {self.name} runs chunk_ms {self.cfg.chunk_ms} here "
+                                f"(its adapter's), not {chunk:g}")
+        session = ScheduledWhisperSession(self.scheduler, self.model, self.cfg, self.backend)
+        return session, {"lookahead_ms": 0.0, "chunk_ms": float(self.cfg.chunk_ms)}
+
+
+MODEL_KEYS = {
+    "fastconformer": {"name", "family", "path", "lookaheads_ms", "default_lookahead_ms", "decoder",
+                      "max_streams", "max_batch", "max_wait_ms", "optional"},
+    "whisper-causal": {"name", "family", "whisper", "adapter", "chunk_ms", "beam",
+                       "max_streams", "max_batch", "max_wait_ms", "optional"},
+}
+
+
+def load_engine(spec: dict[str, Any], scheduler: ChunkScheduler) -> AsrEngine:
+    """One entry of a server config's ``models`` list, loaded and given its lanes on ``scheduler``."""
+    family = spec.get("family")
+    if family not in MODEL_KEYS:
+        raise ValueError(f"model entry {spec}: family must be one of {sorted(MODEL_KEYS)}")
+    unknown = sorted(set(spec) - MODEL_KEYS[family])
+    if unknown:
+        raise ValueError(f"model entry {spec.get('name')!r}: unknown keys {unknown}; "
+                         f"accepted: {sorted(MODEL_KEYS[family])}")
+    lanes = LaneSettings(**{k: spec[k] for k in ("max_streams", "max_batch", "max_wait_ms") if k in spec})
+    name = spec.get("name", family)
+    if family == "fastconformer":
+        from .asr_models import load_fastconformer
+
+        return FastConformerEngine(name, load_fastconformer(spec.get("path")), scheduler, lanes,
+                                   lookaheads_ms=spec.get("lookaheads_ms"),
+                                   default_lookahead_ms=spec.get("default_lookahead_ms"), decoder=spec.get("decoder"))
+    from asr.whisper.streaming import StreamConfig
+
+    from .whisper_models import load_causal_whisper
+
+    cfg = StreamConfig(chunk_ms=int(spec.get("chunk_ms", 300)), beam=int(spec.get("beam", 1)))
+    adapter = spec.get("adapter", "shipped")
+    model = load_causal_whisper(spec.get("whisper", "base"), cfg.chunk_ms, None if adapter == "none" else adapter)
+    return WhisperEngine(name, model, scheduler, lanes, cfg)

@@ -1,0 +1,114 @@
+"""The service behind the WebSocket server, transport-free: the models on one shared chunk scheduler,
+admission control, the metrics, and opening sessions for clients' ``start`` messages."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Self
+
+from streaming.backend import TorchBackend
+from streaming.pool import PoolFull
+from streaming.scheduler import ChunkScheduler
+
+from .asr_session import AsrSession
+from .engines import AsrEngine, load_engine
+from .logs import log_event
+from .metrics import ServiceMetrics
+from .protocol import ProtocolError, StartRequest
+from .server_config import ServerConfig
+
+log = logging.getLogger("speech.serve")
+COMING = {"tts": 8, "vc": 9, "duplex": 8}  # tasks the protocol defines whose models land with these issues
+
+
+class SpeechService:
+    """Use as ``async with SpeechService(config)``: loads the models, starts the scheduler."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.config = config
+        self.scheduler = ChunkScheduler(TorchBackend("cpu"))
+        self.engines: dict[str, AsrEngine] = {}
+        self.unavailable: dict[str, str] = {}
+        self.metrics = ServiceMetrics(lambda: self.scheduler.lanes)
+        self.sessions: dict[str, AsrSession] = {}
+        self.draining = False
+        self.loaded = False
+
+    async def __aenter__(self) -> Self:
+        await self.scheduler.start()
+        for spec in self.config.models:
+            name = spec.get("name", spec.get("family"))
+            try:
+                self.engines[name] = load_engine(spec, self.scheduler)
+                log_event(log, "model_loaded", model=name, **self.engines[name].describe())
+            except (ImportError, OSError, ValueError) as error:
+                if not spec.get("optional"):
+                    await self.scheduler.stop()
+                    raise
+                self.unavailable[name] = str(error)
+                log_event(log, "model_skipped", level=logging.WARNING, model=name, reason=str(error))
+        if not self.engines:
+            await self.scheduler.stop()
+            raise ValueError("no model could be loaded: " + "; ".join(f"{k}: {v}" for k, v in self.unavailable.items()))
+        self.loaded = True
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        for session in list(self.sessions.values()):
+            self.close_session(session, "shutdown", cancel=True)
+        await self.scheduler.stop()
+
+    # ---- what clients may ask for -----------------------------------------------------------------------
+    def describe(self) -> dict[str, Any]:
+        return {"models": [engine.describe() for engine in self.engines.values()],
+                "unavailable": self.unavailable,
+                "tasks": {"asr": "available", **{task: f"arrives with issue {n}" for task, n in COMING.items()}},
+                "default_model": {"asr": next(iter(self.engines))}}
+
+    @property
+    def at_capacity(self) -> bool:
+        return len(self.sessions) >= self.config.max_sessions
+
+    def readiness(self) -> tuple[bool, str]:
+        if not self.loaded:
+            return False, "loading models"
+        if self.draining:
+            return False, "shutting down"
+        if self.at_capacity:
+            return False, f"at capacity ({self.config.max_sessions} sessions)"
+        return True, "ready"
+
+    # ---- sessions ------------------------------------------------------------------------------------
+    def open_session(self, request: StartRequest) -> AsrSession:
+        """A session for a ``start``, or a :class:`ProtocolError` that says why not."""
+        if self.draining:
+            raise ProtocolError("shutting_down", "the server is shutting down; connect again to another instance")
+        if request.task in COMING:
+            raise ProtocolError("task_unavailable", f"task {request.task!r} is part of the protocol but its model "
+                                f"has not landed (issue {COMING[request.task]}); available: asr")
+        name = request.model or next(iter(self.engines))
+        if name not in self.engines:
+            hint = f" ({self.unavailable[name]})" if name in self.unavailable else ""
+            raise ProtocolError("unknown_model", f"model {name!r} is not served here{hint}; "
+                                f"models for {request.task}: {sorted(self.engines)}")
+        if self.at_capacity:
+            raise ProtocolError("busy", f"the server is at capacity ({self.config.max_sessions} sessions); "
+                                "retry later")
+        try:
+            session = AsrSession(request, self.engines[name], self.metrics)
+        except PoolFull:
+            raise ProtocolError("busy", f"model {name} is at capacity; retry later") from None
+        self.sessions[session.id] = session
+        self.metrics.sessions.labels(request.task, name).inc()
+        return session
+
+    def close_session(self, session: AsrSession, outcome: str, *, cancel: bool = False) -> None:
+        """Forget a session (after ``done``, a cancel, an error or a disconnect); ``cancel`` frees its slots."""
+        if self.sessions.pop(session.id, None) is None:
+            return
+        if cancel:
+            session.cancel()
+        self.metrics.sessions.labels("asr", session.engine.name).dec()
+        self.metrics.sessions_total.labels("asr", session.engine.name, outcome).inc()
+        log_event(log, "session_end", session=session.id, model=session.engine.name, outcome=outcome,
+                  audio_s=round(session.samples_in / session.request.sample_rate, 3), segments=session.finals)
