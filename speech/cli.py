@@ -8,7 +8,6 @@ from collections.abc import Sequence
 
 # name -> (one-line help, the issue that brings it)
 PLANNED = {
-    "mic": ("live captions / voice conversion / type-to-speak from the microphone", 7),
     "say": ("text to speech into an audio file", 8),
     "convert": ("voice conversion of audio files", 9),
 }
@@ -212,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .serve_cli import add_serve
 
     add_serve(subparsers)
+    from .mic import add_mic
+
+    add_mic(subparsers)
     _add_train(subparsers)
     for name, (summary, issue) in PLANNED.items():
         sub = subparsers.add_parser(name, help=f"{summary} (not available yet)", add_help=True)

@@ -1,0 +1,234 @@
+"""`speech mic`: live captions from a microphone, recognised in-process (the same sessions and shared scheduler
+as the server) or by a running server (``--server ws://HOST:PORT``).
+
+The sound card is read with ``sounddevice`` (PortAudio) in blocks; its callback thread hands each block to
+the event loop, which runs the session. Captions: finals as lines with their time span, partials rewritten in
+place on a terminal (``--format json``: every protocol message as a JSON line)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from typing import Any
+
+import numpy as np
+
+from .transcribe import parse_ms
+
+BACKLOG_S = 10.0  # audio the recogniser may fall behind by before blocks are dropped (and said to be)
+
+
+class NoInputDevice(RuntimeError):
+    pass
+
+
+def add_mic(subparsers) -> None:
+    p = subparsers.add_parser("mic", help="live captions from the microphone (in-process or via a server)",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("--list-devices", action="store_true", help="list the input devices and exit")
+    p.add_argument("--device", help="input device: its number or part of its name (default: the system's)")
+    p.add_argument("--sample-rate", type=int, help="capture rate (default: the device's); resampled for the model")
+    p.add_argument("--server", metavar="URL", help="recognise on a running `speech serve` (ws://HOST:PORT)")
+    p.add_argument("--token", help="with --server: the server's token (or set SPEECH_TOKEN)")
+    p.add_argument("--model", help="fastconformer (default), a model directory or .nemo file, or whisper-causal")
+    p.add_argument("--lookahead", type=parse_ms, help="FastConformer lookahead, e.g. 80ms (default: 80ms)")
+    p.add_argument("--chunk", type=parse_ms, help="whisper-causal chunk (default 300ms)")
+    p.add_argument("--seconds", type=float, help="stop after this much audio (default: until Ctrl-C)")
+    p.add_argument("--format", choices=["captions", "json"], default="captions",
+                   help="captions: final lines (partials live on a terminal); json: every message as a JSON line")
+    p.add_argument("--vc", action="store_true", help="live voice conversion (arrives with issue 9)")
+    p.add_argument("--voice", help="with --vc: reference recording of the target voice")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.vc:
+        print("speech mic --vc: voice conversion is not available yet (arrives with issue 9)", file=sys.stderr)
+        return 2
+    try:
+        import sounddevice
+    except OSError as error:  # PortAudio itself is missing
+        print(f"speech mic: cannot use the sound system ({error}); install PortAudio (Debian: libportaudio2)",
+              file=sys.stderr)
+        return 2
+    if args.list_devices:
+        inputs = input_devices(sounddevice)
+        for index, device in inputs:
+            print(f"{index}\t{device['name']}\t{device['max_input_channels']} ch\t{device['default_samplerate']:g} Hz")
+        if not inputs:
+            print("speech mic: no input devices found (no sound card, or PortAudio cannot see it)", file=sys.stderr)
+        return 0 if inputs else 1
+    try:
+        index, device = choose_device(sounddevice, args.device)
+        rate = args.sample_rate or int(device["default_samplerate"])
+        return asyncio.run(_live(args, sounddevice, index, rate))
+    except NoInputDevice as error:
+        print(f"speech mic: {error}", file=sys.stderr)
+        return 2
+    except (ValueError, OSError) as error:
+        print(f"speech mic: {error}", file=sys.stderr)
+        return 2
+
+
+def input_devices(sd) -> list[tuple[int, dict]]:
+    try:
+        devices = sd.query_devices()
+    except sd.PortAudioError:
+        return []
+    return [(i, d) for i, d in enumerate(devices) if d["max_input_channels"] > 0]
+
+
+def choose_device(sd, wanted: str | None) -> tuple[int, dict]:
+    """The device by number or name fragment, else the default input; :class:`NoInputDevice` if none."""
+    inputs = input_devices(sd)
+    if not inputs:
+        raise NoInputDevice("no input device: PortAudio sees no microphone on this machine (connect one, or "
+                            "check that your user may use the sound card); `speech mic --list-devices` lists them")
+    if wanted is None:
+        default = sd.default.device[0] if isinstance(sd.default.device, list | tuple) else sd.default.device
+        return next(((i, d) for i, d in inputs if i == default), inputs[0])
+    matches = [(i, d) for i, d in inputs if wanted == str(i) or wanted.lower() in d["name"].lower()]
+    if not matches:
+        names = ", ".join(f"{i}: {d['name']}" for i, d in inputs)
+        raise NoInputDevice(f"no input device matches {wanted!r}; inputs are {names}")
+    return matches[0]
+
+
+class MicBlocks:
+    """The sound card's blocks as an async iterator of float32 mono arrays; ends when the stream finishes."""
+
+    def __init__(self, sd, device: int, rate: int, block_s: float = 0.04) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue = asyncio.Queue(maxsize=max(1, int(BACKLOG_S / block_s)))
+        self.dropped_s = 0.0
+        self.stream = sd.InputStream(device=device, channels=1, samplerate=rate, dtype="float32",
+                                     blocksize=round(block_s * rate), callback=self._callback,
+                                     finished_callback=lambda: self.loop.call_soon_threadsafe(self._put, None))
+
+    def _callback(self, indata, frames, time, status) -> None:  # PortAudio's thread
+        self.loop.call_soon_threadsafe(self._put, indata[:, 0].copy())
+
+    def _put(self, block) -> None:
+        try:
+            self.queue.put_nowait(block)
+        except asyncio.QueueFull:
+            self.dropped_s += len(block) / self.stream.samplerate
+
+    def __enter__(self) -> MicBlocks:
+        self.stream.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stream.stop()
+        self.stream.close()
+
+    def __aiter__(self) -> MicBlocks:
+        return self
+
+    async def __anext__(self) -> np.ndarray:
+        block = await self.queue.get()
+        if block is None:
+            raise StopAsyncIteration
+        return block
+
+
+class Captions:
+    def __init__(self, fmt: str) -> None:
+        self.fmt, self.tty = fmt, sys.stdout.isatty()
+
+    def show(self, message: dict[str, Any]) -> None:
+        if self.fmt == "json":
+            print(json.dumps(message), flush=True)
+        elif message["type"] == "final" and message["text"]:
+            words = message["words"]
+            span = f"[{words[0]['start']:7.2f} - {words[-1]['end']:7.2f}]" if words else ""
+            print(f"\r\033[K{span} {message['text']}" if self.tty else f"{span} {message['text']}", flush=True)
+        elif message["type"] == "partial" and self.tty:
+            print(f"\r\033[K... {message['text']}", end="", flush=True)
+        elif message["type"] == "error":
+            print(f"speech mic: {message['code']}: {message['message']}", file=sys.stderr)
+
+
+async def _live(args: argparse.Namespace, sd, device: int, rate: int) -> int:
+    captions, stop = Captions(args.format), asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    options = {k: v for k, v in (("lookahead_ms", args.lookahead), ("chunk_ms", args.chunk)) if v is not None}
+    with MicBlocks(sd, device, rate) as mic:
+        print(f"speech mic: listening on {sd.query_devices(device)['name']} at {rate} Hz; Ctrl-C to stop",
+              file=sys.stderr)
+        if args.server:
+            await _remote(args, mic, rate, options, captions, stop)
+        else:
+            await _in_process(args, mic, rate, options, captions, stop)
+    if mic.dropped_s:
+        print(f"speech mic: the recogniser fell behind; {mic.dropped_s:.1f} s of audio were dropped", file=sys.stderr)
+    return 0
+
+
+async def _blocks(mic: MicBlocks, rate: int, seconds: float | None, stop: asyncio.Event):
+    """The microphone's blocks until it ends, ``seconds`` of audio have come, or Ctrl-C."""
+    taken = 0
+    async for block in mic:
+        if seconds is not None:
+            block = block[: max(0, round(seconds * rate) - taken)]
+        taken += len(block)
+        if len(block):
+            yield block
+        if stop.is_set() or (seconds is not None and taken >= seconds * rate):
+            return
+
+
+async def _in_process(args, mic: MicBlocks, rate: int, options: dict, captions: Captions, stop) -> None:
+    from streaming.backend import TorchBackend
+    from streaming.scheduler import ChunkScheduler
+
+    from .asr_session import AsrSession
+    from .engines import load_engine
+    from .protocol import StartRequest
+
+    model = args.model or "fastconformer"
+    family = "whisper-causal" if model == "whisper-causal" else "fastconformer"
+    spec = {"name": model, "family": family, "max_streams": 1, "max_wait_ms": 0}
+    if family == "fastconformer":
+        spec.update(path=None if model == "fastconformer" else model, default_lookahead_ms=80)
+    elif "chunk_ms" in options:
+        spec["chunk_ms"] = options["chunk_ms"]
+    async with ChunkScheduler(TorchBackend("cpu")) as scheduler:
+        engine = load_engine(spec, scheduler)
+        session = AsrSession(StartRequest("asr", model, rate, "f32le", True, options), engine)
+        async for block in _blocks(mic, rate, args.seconds, stop):
+            for message in await session.audio(block):
+                captions.show(message)
+        for message in await session.end():
+            captions.show(message)
+
+
+async def _remote(args, mic: MicBlocks, rate: int, options: dict, captions: Captions, stop) -> None:
+    from .client import ServerError, SpeechClient
+
+    token = args.token or os.environ.get("SPEECH_TOKEN")
+    async with await SpeechClient.connect(args.server, token=token) as client:
+        await client.start(sample_rate=rate, model=args.model, encoding="f32le", **options)
+
+        async def receive() -> None:
+            while True:
+                message = await client.receive()
+                captions.show(message)
+                if message["type"] == "error":
+                    raise ServerError(message["code"], message["message"])
+                if message["type"] == "done":
+                    return
+
+        receiver = asyncio.create_task(receive())
+        async for block in _blocks(mic, rate, args.seconds, stop):
+            if receiver.done():
+                break
+            await client.send_audio(block)
+        if not receiver.done():
+            await client.send({"type": "end"})
+        await receiver

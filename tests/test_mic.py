@@ -1,0 +1,115 @@
+"""`speech mic` with a fake at the sounddevice boundary (this machine has no sound card): a real recording
+played as the microphone gives the captions of the in-process streaming run, in-process and via a server.
+And the real sounddevice, with no input device here, gives a clear message."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+import sounddevice
+from real_audio import real_recordings
+
+from asr.fastconformer.recognizer import Recognizer
+from speech.asr_models import load_fastconformer
+from speech.cli import main
+from speech.server import SpeechServer
+from speech.server_config import load_server_config
+
+
+class FakeInputStream:
+    """Plays ``SIGNAL`` through the callback in blocks from its own thread, as PortAudio would, then finishes."""
+
+    SIGNAL = np.zeros(0, np.float32)
+
+    def __init__(self, *, device, channels, samplerate, dtype, blocksize, callback, finished_callback) -> None:
+        assert (device, channels, dtype) == (3, 1, "float32")
+        self.samplerate, self.blocksize = samplerate, blocksize
+        self.callback, self.finished = callback, finished_callback
+        self.thread = threading.Thread(target=self._play, daemon=True)
+        self.stopped = threading.Event()
+
+    def _play(self) -> None:
+        for at in range(0, len(self.SIGNAL), self.blocksize):
+            if self.stopped.is_set():
+                return
+            block = self.SIGNAL[at : at + self.blocksize]
+            self.callback(block[:, None].copy(), len(block), None, None)
+            time.sleep(0.002)  # faster than real time: the session must keep every block in order
+        self.finished()
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.stopped.set()
+
+    def close(self) -> None:
+        self.thread.join(timeout=5)
+
+
+DEVICES = [{"name": "HDA Intel PCH: HDMI 0", "max_input_channels": 0, "default_samplerate": 44100.0}] * 3 + [
+    {"name": "USB Microphone", "max_input_channels": 1, "default_samplerate": 16000.0}]
+
+
+@pytest.fixture
+def fake_microphone(monkeypatch):
+    name, audio = real_recordings(1)[0]
+    FakeInputStream.SIGNAL = audio
+    monkeypatch.setattr(sounddevice, "InputStream", FakeInputStream)
+    monkeypatch.setattr(sounddevice, "query_devices",
+                        lambda device=None, kind=None: DEVICES if device is None else DEVICES[device])
+    monkeypatch.setattr(sounddevice.default, "device", [3, -1])
+    finals = [e.text for e in Recognizer(load_fastconformer(None), 80.0).transcribe(audio) if e.final]
+    return finals
+
+
+def _finals(output: str) -> list[str]:
+    return [m["text"] for m in map(json.loads, output.splitlines()) if m["type"] == "final"]
+
+
+def test_mic_in_process_captions_equal_the_streaming_run(fake_microphone, capsys):
+    assert main(["mic", "--format", "json"]) == 0
+    assert _finals(capsys.readouterr().out) == fake_microphone
+    assert main(["mic", "--list-devices"]) == 0
+    listed = capsys.readouterr().out
+    assert "USB Microphone" in listed and "HDMI" not in listed
+
+
+def test_mic_through_a_server(fake_microphone, capsys):
+    ready = threading.Event()
+    holder = {}
+
+    def serve() -> None:
+        async def body() -> None:
+            config = load_server_config(None, port=0, models=[{"name": "fastconformer", "family": "fastconformer",
+                                                               "default_lookahead_ms": 80}])
+            async with SpeechServer(config) as server:
+                holder["url"], holder["stop"] = server.ws_url, asyncio.Event()
+                holder["loop"] = asyncio.get_running_loop()
+                ready.set()
+                await holder["stop"].wait()
+
+        asyncio.run(body())
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert ready.wait(60)
+    try:
+        assert main(["mic", "--server", holder["url"], "--device", "usb", "--format", "json"]) == 0
+    finally:
+        holder["loop"].call_soon_threadsafe(holder["stop"].set)
+        thread.join(30)
+    assert _finals(capsys.readouterr().out) == fake_microphone
+
+
+def test_mic_without_an_input_device_says_so(capsys):
+    if any(d["max_input_channels"] > 0 for d in sounddevice.query_devices()):
+        pytest.skip("this machine has an input device")
+    assert main(["mic"]) == 2
+    assert "no input device" in capsys.readouterr().err
+    assert main(["mic", "--list-devices"]) == 1
