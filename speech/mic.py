@@ -13,7 +13,7 @@ import json
 import os
 import signal
 import sys
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -118,7 +118,7 @@ class MicBlocks:
         except asyncio.QueueFull:
             self.dropped_s += len(block) / self.stream.samplerate
 
-    def __enter__(self) -> MicBlocks:
+    def __enter__(self) -> Self:
         self.stream.start()
         return self
 

@@ -58,7 +58,7 @@ DEVICES = [{"name": "HDA Intel PCH: HDMI 0", "max_input_channels": 0, "default_s
 
 @pytest.fixture
 def fake_microphone(monkeypatch):
-    name, audio = real_recordings(1)[0]
+    _name, audio = real_recordings(1)[0]
     FakeInputStream.SIGNAL = audio
     monkeypatch.setattr(sounddevice, "InputStream", FakeInputStream)
     monkeypatch.setattr(sounddevice, "query_devices",

@@ -99,7 +99,7 @@ def test_f32le_at_another_rate_is_resampled_in_the_session(recordings):
     """44.1 kHz f32le in: the session resamples to 16 kHz; the words are those of the 16 kHz run."""
     from speech.audio import resample
 
-    name, audio = recordings[0]
+    _name, audio = recordings[0]
 
     async def body(server):
         async with await SpeechClient.connect(server.ws_url) as client:
@@ -312,7 +312,7 @@ def test_token_authentication_health_metrics_and_models():
             assert (await client.stream(np.zeros(16000), 16000))[-1]["type"] == "done"
         async with connect(server.ws_url + "?token=s3cret") as ws:
             await _start(ws)
-        status, body_bytes = await asyncio.to_thread(_http, server.url + "healthz")
+        status, _body_bytes = await asyncio.to_thread(_http, server.url + "healthz")
         assert status == 200
         status, models = await asyncio.to_thread(_http, server.url + "v1/models")
         described = json.loads(models)

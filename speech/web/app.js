@@ -1,0 +1,127 @@
+// The web page of `speech serve`: microphone -> AudioWorklet -> WebSocket (f32le at the AudioContext's rate;
+// the server resamples) -> live captions. `window.speechLog` keeps every server message (for tests).
+"use strict";
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+const token = params.get("token");
+window.speechLog = [];
+let models = [];
+let live = null;
+
+function wsUrl() {
+  const url = new URL("ws", location.href);
+  url.protocol = location.protocol === "https:" ? "wss:" : "ws:";
+  if (token) url.searchParams.set("token", token);
+  return url.toString();
+}
+
+function setStatus(text) { $("status").textContent = text; }
+
+async function loadModels() {
+  const response = await fetch("v1/models" + (token ? `?token=${encodeURIComponent(token)}` : ""));
+  const described = await response.json();
+  models = described.models.filter((m) => m.task === "asr");
+  $("model").replaceChildren(...models.map((m) => new Option(m.name, m.name)));
+  showLookaheads();
+  setStatus("ready");
+}
+
+function showLookaheads() {
+  const model = models.find((m) => m.name === $("model").value);
+  const options = model && model.lookaheads_ms
+    ? model.lookaheads_ms.map((ms) => new Option(`${ms} ms (chunk ${model.chunk_ms[String(ms)]} ms)`, ms))
+    : [new Option("n/a", "")];
+  $("lookahead").replaceChildren(...options);
+  if (model && model.default_lookahead_ms !== undefined) $("lookahead").value = model.default_lookahead_ms;
+}
+
+function showMessage(message) {
+  window.speechLog.push(message);
+  if (message.type === "partial") {
+    $("partial").textContent = message.text;
+  } else if (message.type === "final") {
+    $("partial").textContent = "";
+    if (!message.text) return;
+    const line = document.createElement("p");
+    const words = message.words;
+    const time = document.createElement("span");
+    time.className = "time";
+    time.textContent = words.length ? `${words[0].start.toFixed(2)}-${words[words.length - 1].end.toFixed(2)}` : "";
+    line.append(time, message.text);
+    $("finals").append(line);
+  } else if (message.type === "ready") {
+    setStatus(`listening: ${message.model}, ${message.chunk_ms} ms chunks, ${message.input.sample_rate} Hz in`);
+  } else if (message.type === "done") {
+    setStatus("done");
+  } else if (message.type === "error") {
+    setStatus(`error ${message.code}: ${message.message}`);
+  }
+}
+
+async function start() {
+  $("start").disabled = true;
+  const media = await navigator.mediaDevices.getUserMedia({
+    audio: { channelCount: 1, echoCancellation: false, noiseSuppression: false, autoGainControl: false },
+  });
+  const context = new AudioContext();
+  await context.audioWorklet.addModule("capture-worklet.js");
+  const source = context.createMediaStreamSource(media);
+  const capture = new AudioWorkletNode(context, "capture",
+    { processorOptions: { frames: Math.round(context.sampleRate * 0.04) } });
+  const mute = context.createGain();
+  mute.gain.value = 0;
+  source.connect(capture).connect(mute).connect(context.destination);
+
+  const ws = new WebSocket(wsUrl());
+  ws.binaryType = "arraybuffer";
+  const waiting = []; // audio captured before the session is ready
+  live = { media, context, ws, ready: false };
+  capture.port.onmessage = (event) => {
+    if (!live || live.stopping) return; // after "end" nothing more may be sent
+    if (live.ready && ws.readyState === WebSocket.OPEN) ws.send(event.data);
+    else waiting.push(event.data);
+  };
+  ws.onopen = () => {
+    const lookahead = $("lookahead").value;
+    ws.send(JSON.stringify({
+      type: "start", task: "asr", model: $("model").value, sample_rate: context.sampleRate,
+      encoding: "f32le", partials: true, ...(lookahead !== "" ? { lookahead_ms: Number(lookahead) } : {}),
+    }));
+  };
+  ws.onmessage = (event) => {
+    const message = JSON.parse(event.data);
+    if (message.type === "ready") {
+      live.ready = true;
+      waiting.splice(0).forEach((frame) => ws.send(frame));
+    }
+    showMessage(message);
+    if (message.type === "done" || (message.type === "error" && message.fatal)) finish();
+  };
+  ws.onclose = (event) => { if (live) { setStatus(`connection closed (${event.code} ${event.reason})`); finish(); } };
+  $("stop").disabled = false;
+}
+
+function stop() {
+  if (!live) return;
+  live.stopping = true;
+  live.media.getTracks().forEach((track) => track.stop());
+  if (live.ws.readyState === WebSocket.OPEN) live.ws.send(JSON.stringify({ type: "end" }));
+  $("stop").disabled = true;
+  setStatus("finishing...");
+}
+
+function finish() {
+  if (!live) return;
+  live.media.getTracks().forEach((track) => track.stop());
+  live.context.close();
+  if (live.ws.readyState === WebSocket.OPEN) live.ws.close();
+  live = null;
+  $("start").disabled = false;
+  $("stop").disabled = true;
+}
+
+$("model").addEventListener("change", showLookaheads);
+$("start").addEventListener("click", () => start().catch((error) => { setStatus(`microphone: ${error}`); finish(); $("start").disabled = false; }));
+$("stop").addEventListener("click", stop);
+loadModels().catch((error) => setStatus(`cannot load models: ${error}`));
