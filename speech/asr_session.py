@@ -56,9 +56,10 @@ class AsrSession:
 
     async def end(self) -> list[dict[str, Any]]:
         """The client is done: the last transcripts, then ``done``."""
+        deadline = asyncio.get_running_loop().time() + self.chunk_s
         tail = self.resampler.process(np.zeros(0, np.float32), last=True)
-        events = await self.live.feed(tail) if len(tail) else []
-        events += await self.live.finish()
+        events = await self.live.feed(tail, deadline) if len(tail) else []
+        events += await self.live.finish(deadline)
         await self.live.close()
         return [*self._messages(events), {"type": "done", "session": self.id, "segments": self.finals,
                                           "audio_s": round(self.samples_in / self.request.sample_rate, 3)}]

@@ -91,6 +91,14 @@ def _bench_export(args: argparse.Namespace) -> int:
     return _reported("bench export", lambda: export.main(cfg, args.json), WhisperNotFound)
 
 
+def _bench_serve(args: argparse.Namespace) -> int:
+    from .bench import serve
+
+    cfg = serve.ServeBenchConfig(sessions=tuple(args.sessions), seconds=args.seconds, lookahead_ms=args.lookahead,
+                                 frame_ms=args.frame_ms, max_wait_ms=args.max_wait_ms, threads=args.threads)
+    return _reported("bench serve", lambda: serve.main(cfg, args.json), RuntimeError)
+
+
 def _add_bench(subparsers) -> None:
     bench = subparsers.add_parser("bench", help="latency, throughput and quality benchmarks (table + JSON)")
     which = bench.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
@@ -168,6 +176,18 @@ def _add_bench(subparsers) -> None:
     ex.add_argument("--threads", type=int, help="CPU threads of both backends (default: theirs)")
     ex.add_argument("--json", default="bench-results/export.json")
     ex.set_defaults(func=_bench_export)
+
+    sv = which.add_parser("serve", help="N concurrent real-time ASR sessions against `speech serve` in its own process",
+                          description="Final-result latency, deadline misses, server CPU and memory per N; the "
+                          "largest N with <= 1%% deadline misses.")
+    sv.add_argument("--sessions", type=int, nargs="+", default=[8, 16, 32, 48, 64], help="the N to run (8 16 32 48 64)")
+    sv.add_argument("--seconds", type=float, default=30.0, help="how long each N runs (30)")
+    sv.add_argument("--lookahead", type=float, default=80.0, help="FastConformer lookahead, ms (80: 160 ms chunks)")
+    sv.add_argument("--frame-ms", type=float, default=40.0, help="audio per WebSocket frame (40)")
+    sv.add_argument("--max-wait-ms", type=float, default=20.0, help="how long a lane waits to batch (20)")
+    sv.add_argument("--threads", type=int, help="the server's torch threads (default: every core)")
+    sv.add_argument("--json", default="bench-results/serve.json")
+    sv.set_defaults(func=_bench_serve)
 
 
 RECIPES = {  # speech train NAME -> (module under speech.training, help)

@@ -18,10 +18,11 @@ from .protocol import ProtocolError
 @dataclass(frozen=True)
 class LaneSettings:
     """How a model's lanes batch: at most ``max_streams`` sessions, batches up to ``max_batch``, waiting at most
-    ``max_wait_ms`` for a batch to fill (longer waits batch more streams whose chunks arrive at other times)."""
+    ``max_wait_ms`` for a batch to fill (live sessions' chunks arrive spread over time: a longer wait batches
+    more of them, but the wait is part of every chunk's latency; `speech bench serve` measures both)."""
 
     max_streams: int = 64
-    max_batch: int = 32
+    max_batch: int = 64
     max_wait_ms: float = 20.0
 
 
@@ -125,11 +126,11 @@ class WhisperEngine:
         return session, {"lookahead_ms": 0.0, "chunk_ms": float(self.cfg.chunk_ms)}
 
 
+LANE_KEYS = ("max_streams", "max_batch", "max_wait_ms")
 MODEL_KEYS = {
-    "fastconformer": {"name", "family", "path", "lookaheads_ms", "default_lookahead_ms", "decoder",
-                      "max_streams", "max_batch", "max_wait_ms", "optional"},
-    "whisper-causal": {"name", "family", "whisper", "adapter", "chunk_ms", "beam",
-                       "max_streams", "max_batch", "max_wait_ms", "optional"},
+    "fastconformer": {"name", "family", "path", "lookaheads_ms", "default_lookahead_ms", "decoder", "optional",
+                      *LANE_KEYS},
+    "whisper-causal": {"name", "family", "whisper", "adapter", "chunk_ms", "beam", "optional", *LANE_KEYS},
 }
 
 
@@ -142,7 +143,7 @@ def load_engine(spec: dict[str, Any], scheduler: ChunkScheduler) -> AsrEngine:
     if unknown:
         raise ValueError(f"model entry {spec.get('name')!r}: unknown keys {unknown}; "
                          f"accepted: {sorted(MODEL_KEYS[family])}")
-    lanes = LaneSettings(**{k: spec[k] for k in ("max_streams", "max_batch", "max_wait_ms") if k in spec})
+    lanes = LaneSettings(**{k: spec[k] for k in LANE_KEYS if k in spec})
     name = spec.get("name", family)
     if family == "fastconformer":
         from .asr_models import load_fastconformer

@@ -6,13 +6,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12)
 
 
 class _LaneCollector:
-    """Reads the scheduler's lanes at scrape time: queued chunks and open streams per lane."""
+    """Reads the scheduler's lanes at scrape time: queued chunks, open streams, batches and chunks run per lane
+    (chunks / batches is the lane's mean batch size)."""
 
     def __init__(self, lanes: Callable[[], dict]) -> None:
         self.lanes = lanes
@@ -20,11 +21,14 @@ class _LaneCollector:
     def collect(self):
         queued = GaugeMetricFamily("speech_lane_queue_depth", "chunks waiting in a lane", labels=["lane"])
         streams = GaugeMetricFamily("speech_lane_streams", "streams holding a slot in a lane", labels=["lane"])
+        batches = CounterMetricFamily("speech_lane_batches", "batches a lane has run", labels=["lane"])
+        chunks = CounterMetricFamily("speech_lane_chunks", "chunks a lane has run", labels=["lane"])
         for name, lane in self.lanes().items():
             queued.add_metric([name], lane.queue_depth)
             streams.add_metric([name], lane.streams)
-        yield queued
-        yield streams
+            batches.add_metric([name], lane.stats.batches)
+            chunks.add_metric([name], lane.stats.chunks)
+        yield from (queued, streams, batches, chunks)
 
 
 class ServiceMetrics:
