@@ -62,14 +62,15 @@ def run(args: argparse.Namespace) -> int:
         if not inputs:
             print("speech mic: no input devices found (no sound card, or PortAudio cannot see it)", file=sys.stderr)
         return 0 if inputs else 1
+    from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+    from .client import ServerError
+
     try:
         index, device = choose_device(sounddevice, args.device)
         rate = args.sample_rate or int(device["default_samplerate"])
         return asyncio.run(_live(args, sounddevice, index, rate))
-    except NoInputDevice as error:
-        print(f"speech mic: {error}", file=sys.stderr)
-        return 2
-    except (ValueError, OSError) as error:
+    except (NoInputDevice, ValueError, OSError, ServerError, ConnectionClosed, InvalidHandshake) as error:
         print(f"speech mic: {error}", file=sys.stderr)
         return 2
 
@@ -225,10 +226,12 @@ async def _remote(args, mic: MicBlocks, rate: int, options: dict, captions: Capt
                     return
 
         receiver = asyncio.create_task(receive())
-        async for block in _blocks(mic, rate, args.seconds, stop):
-            if receiver.done():
-                break
-            await client.send_audio(block)
-        if not receiver.done():
-            await client.send({"type": "end"})
-        await receiver
+        try:
+            async for block in _blocks(mic, rate, args.seconds, stop):
+                if receiver.done():
+                    break
+                await client.send_audio(block)
+            if not receiver.done():
+                await client.send({"type": "end"})
+        finally:
+            await receiver  # its error (the server's own message) is the one to report

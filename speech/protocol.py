@@ -56,7 +56,7 @@ def parse_control(text: str) -> dict[str, Any]:
     """A text frame as a control message (a JSON object with a string ``type``)."""
     try:
         message = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as error:
+    except (ValueError, RecursionError) as error:  # ValueError: JSONDecodeError, and integers too long to convert
         raise ProtocolError("bad_json", f"text frames must be JSON control messages: {error}") from None
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise ProtocolError("bad_message", 'a control message is a JSON object with a string "type", '

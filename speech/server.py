@@ -13,6 +13,7 @@ and no error reaches any other connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -42,12 +43,14 @@ STATIC = {"/": ("index.html", "text/html; charset=utf-8"), "/index.html": ("inde
 _IDLE, _GONE = object(), object()  # reader -> worker: the client went quiet / disconnected
 
 
-def _is_cancel(text: str) -> bool:
+def _control_type(text: str) -> str | None:
+    """The ``type`` of a text frame, or None if it is not a control message (checked properly by the worker)."""
     try:
         message = json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
-        return False
-    return isinstance(message, dict) and message.get("type") == "cancel"
+    except (ValueError, RecursionError):  # ValueError: also integers too long to convert
+        return None
+    kind = message.get("type") if isinstance(message, dict) else None
+    return kind if isinstance(kind, str) else None
 
 
 def _response(status: HTTPStatus, body: bytes | str, content_type: str = "text/plain; charset=utf-8") -> Response:
@@ -74,9 +77,13 @@ class SpeechServer:
     async def __aenter__(self) -> Self:
         await self.service.__aenter__()
         c = self.config
-        self._server = await serve(self._handle, c.host, c.port, process_request=self._http, compression=None,
-                                   max_size=c.max_frame_bytes, max_queue=4, ping_interval=c.ping_interval_s,
-                                   ping_timeout=c.ping_timeout_s, close_timeout=5)
+        try:
+            self._server = await serve(self._handle, c.host, c.port, process_request=self._http, compression=None,
+                                       max_size=c.max_frame_bytes, max_queue=4, ping_interval=c.ping_interval_s,
+                                       ping_timeout=c.ping_timeout_s, close_timeout=5)
+        except BaseException:
+            await self.service.__aexit__()
+            raise
         self._port = self._server.sockets[0].getsockname()[1]
         log_event(log, "listening", url=self.url)
         return self
@@ -111,8 +118,8 @@ class SpeechServer:
         while self.service.sessions and loop.time() < until:
             await asyncio.sleep(0.05)
         self._server.close(close_connections=False)
-        for connection in list(self._connections):
-            await connection.close(1001, "server shutting down")
+        await asyncio.gather(*(c.close(1001, "server shutting down") for c in list(self._connections)),
+                             return_exceptions=True)
         await self._server.wait_closed()
         self._server = None
         await self.service.__aexit__()
@@ -180,7 +187,12 @@ class _Connection:
         self.service, self.config = server.service, server.config
         self.queue: asyncio.Queue = asyncio.Queue(maxsize=self.config.queue_frames)
         self.session: AsrSession | None = None
-        self.cancelling = 0  # cancel messages queued: audio before them is dropped, not run
+        # Frames are tagged with the reader's epoch, which a start, end or cancel ends; a cancel marks its
+        # epoch at once, so the audio queued before it is dropped unheard (the interrupt does not wait).
+        self.epoch = 0
+        self.cancelled: set[int] = set()
+        self.gone = False  # the client disconnected: queued frames are not run
+        self.ending: object | None = None  # how the reader ended (_IDLE or _GONE), once it has
         self.peer = ws.remote_address[0] if ws.remote_address else "?"
 
     async def run(self) -> None:
@@ -209,25 +221,36 @@ class _Connection:
     # ---- the two tasks -------------------------------------------------------------------------------
     async def _read(self) -> None:
         loop, metrics = asyncio.get_running_loop(), self.service.metrics
-        while True:
-            try:
-                message = await asyncio.wait_for(self.ws.recv(), self.config.idle_timeout_s)
-            except TimeoutError:
-                await self.queue.put((_IDLE, 0.0))
-                return
-            except ConnectionClosed:
-                await self.queue.put((_GONE, 0.0))
-                return
-            metrics.bytes_in.inc(len(message))
-            if isinstance(message, str) and _is_cancel(message):
-                self.cancelling += 1
-            await self.queue.put((message, loop.time()))
-            metrics.inbound_queue.inc()
+        ending = _GONE
+        try:
+            while True:
+                try:
+                    message = await asyncio.wait_for(self.ws.recv(), self.config.idle_timeout_s)
+                except TimeoutError:
+                    ending = _IDLE
+                    return
+                metrics.bytes_in.inc(len(message))
+                epoch = self.epoch
+                if isinstance(message, str) and (kind := _control_type(message)) in ("start", "end", "cancel"):
+                    self.epoch += 1
+                    if kind == "cancel":
+                        self.cancelled.add(epoch)
+                await self.queue.put((message, loop.time(), epoch))
+                metrics.inbound_queue.inc()
+        except ConnectionClosed:
+            self.gone = True
+        finally:  # however the reader ends, the worker hears of it: now, or once the queue is drained
+            self.ending = ending
+            with contextlib.suppress(asyncio.QueueFull):
+                self.queue.put_nowait((ending, 0.0, -1))
 
     async def _work(self) -> str:
         while True:
-            message, arrived = await self.queue.get()
-            if message is _GONE:
+            if self.queue.empty() and self.ending is not None:
+                message, arrived, epoch = self.ending, 0.0, -1
+            else:
+                message, arrived, epoch = await self.queue.get()
+            if message is _GONE or self.gone:
                 return "disconnected"
             if message is _IDLE:
                 await self._fail("idle_timeout", f"nothing received for {self.config.idle_timeout_s:g} s", 1000)
@@ -235,9 +258,10 @@ class _Connection:
             self.service.metrics.inbound_queue.dec()
             try:
                 if isinstance(message, bytes):
-                    await self._audio(message, arrived)
+                    if epoch not in self.cancelled:
+                        await self._audio(message, arrived)
                 else:
-                    await self._control(message)
+                    await self._control(message, epoch)
             except ProtocolError as error:
                 await self._error(error)
                 if error.fatal:
@@ -249,8 +273,6 @@ class _Connection:
 
     # ---- messages ----------------------------------------------------------------------------------
     async def _audio(self, data: bytes, arrived: float) -> None:
-        if self.cancelling:
-            return  # a cancel is on its way: this audio belongs to the cancelled session
         if self.session is None:
             raise ProtocolError("no_session", "audio arrived before a session was started: send "
                                 '{"type": "start", ...} first and wait for "ready"')
@@ -258,7 +280,7 @@ class _Connection:
         for message in await self.session.audio(samples, arrived):
             await self._send(message)
 
-    async def _control(self, text: str) -> None:
+    async def _control(self, text: str, epoch: int) -> None:
         message = parse_control(text) if self.session is None else self._in_session(text)
         kind = message["type"]
         if kind == "start":
@@ -278,7 +300,7 @@ class _Connection:
             self.service.close_session(session, "done")
             self.session = None
         elif kind == "cancel":
-            self.cancelling = max(0, self.cancelling - 1)
+            self.cancelled.discard(epoch)
             session = self._require_session("cancel")
             self.service.close_session(session, "cancelled", cancel=True)
             self.session = None
@@ -327,7 +349,7 @@ class _Connection:
 
     def _drop_queue(self) -> None:
         while not self.queue.empty():
-            message, _ = self.queue.get_nowait()
+            message, _, _ = self.queue.get_nowait()
             if message is not _GONE and message is not _IDLE:
                 self.service.metrics.inbound_queue.dec()
 
@@ -339,7 +361,7 @@ async def serve_until_stopped(config: ServerConfig, on_ready=None) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     server = SpeechServer(config)
-    await server.__aenter__()
+    await server.__aenter__()  # cleans up after itself if it fails
     try:
         if on_ready:
             on_ready(server)

@@ -139,6 +139,8 @@ async def _bad_inputs(url: str) -> None:
     async with connect(url) as ws:  # malformed JSON, unknown type/task/model, unknown fields, audio before start
         await ws.send("{not json")
         await _expect_error(ws, "bad_json", False)
+        await ws.send('{"type": "ping", "n": ' + "9" * 5000 + "}")  # too long an integer for Python's json
+        await _expect_error(ws, "bad_json", False)
         await ws.send(json.dumps({"type": "hello"}))
         await _expect_error(ws, "bad_message", False)
         await ws.send(json.dumps({"type": "start", "task": "dance", "sample_rate": 16000}))
@@ -341,6 +343,14 @@ def test_cancel_ping_and_idle_timeout():
                 assert message["type"] in ("partial", "final")
             assert message["session"] == ready["session"]
             assert (await client.start(sample_rate=16000))["session"] != ready["session"]
+            for _ in range(30):  # end then cancel: the end still hears all of its audio
+                await client.send_audio(np.full(1600, 0.05))
+            await client.send({"type": "end"})
+            await client.send({"type": "cancel"})
+            while (message := await client.receive())["type"] != "done":
+                assert message["type"] in ("partial", "final")
+            assert message["audio_s"] == 3.0
+            assert (await client.receive())["code"] == "no_session"
         async with connect(server.ws_url) as ws:
             await _expect_error(ws, "idle_timeout", True)
             await _closed_with(ws, 1000)

@@ -61,11 +61,19 @@ function showMessage(message) {
 
 async function start() {
   $("start").disabled = true;
-  const media = await navigator.mediaDevices.getUserMedia({
-    audio: { channelCount: 1, echoCancellation: false, noiseSuppression: false, autoGainControl: false },
-  });
-  const context = new AudioContext();
-  await context.audioWorklet.addModule("capture-worklet.js");
+  let media = null;
+  let context = null;
+  try {
+    media = await navigator.mediaDevices.getUserMedia({
+      audio: { channelCount: 1, echoCancellation: false, noiseSuppression: false, autoGainControl: false },
+    });
+    context = new AudioContext();
+    await context.audioWorklet.addModule("capture-worklet.js");
+  } catch (error) {
+    if (media) media.getTracks().forEach((track) => track.stop());
+    if (context) context.close();
+    throw error;
+  }
   const source = context.createMediaStreamSource(media);
   const capture = new AudioWorkletNode(context, "capture",
     { processorOptions: { frames: Math.round(context.sampleRate * 0.04) } });
@@ -75,12 +83,14 @@ async function start() {
 
   const ws = new WebSocket(wsUrl());
   ws.binaryType = "arraybuffer";
-  const waiting = []; // audio captured before the session is ready
-  live = { media, context, ws, ready: false };
+  // Every handler checks that its session is still the live one: a late event of an old socket must not
+  // touch a session started since.
+  const session = { media, context, ws, capture, ready: false, stopping: false, waiting: [] };
+  live = session;
   capture.port.onmessage = (event) => {
-    if (!live || live.stopping) return; // after "end" nothing more may be sent
-    if (live.ready && ws.readyState === WebSocket.OPEN) ws.send(event.data);
-    else waiting.push(event.data);
+    if (live !== session || session.stopping) return; // after "end" nothing more may be sent
+    if (session.ready) ws.send(event.data);
+    else session.waiting.push(event.data);
   };
   ws.onopen = () => {
     const lookahead = $("lookahead").value;
@@ -90,38 +100,49 @@ async function start() {
     }));
   };
   ws.onmessage = (event) => {
+    if (live !== session) return;
     const message = JSON.parse(event.data);
-    if (message.type === "ready") {
-      live.ready = true;
-      waiting.splice(0).forEach((frame) => ws.send(frame));
-    }
     showMessage(message);
-    if (message.type === "done" || (message.type === "error" && message.fatal)) finish();
+    if (message.type === "ready") {
+      session.ready = true;
+      session.waiting.splice(0).forEach((frame) => ws.send(frame));
+      if (session.stopping) ws.send(JSON.stringify({ type: "end" })); // Stop came before the session was ready
+    } else if (message.type === "done" || (message.type === "error" && (message.fatal || !session.ready))) {
+      finish(session); // a refused start (busy, bad parameter) ends the attempt too
+    }
   };
-  ws.onclose = (event) => { if (live) { setStatus(`connection closed (${event.code} ${event.reason})`); finish(); } };
+  ws.onclose = (event) => {
+    if (live !== session) return;
+    setStatus(`connection closed (${event.code} ${event.reason})`);
+    finish(session);
+  };
   $("stop").disabled = false;
 }
 
 function stop() {
-  if (!live) return;
-  live.stopping = true;
-  live.media.getTracks().forEach((track) => track.stop());
-  if (live.ws.readyState === WebSocket.OPEN) live.ws.send(JSON.stringify({ type: "end" }));
+  const session = live;
+  if (!session || session.stopping) return;
+  session.stopping = true;
+  session.media.getTracks().forEach((track) => track.stop());
+  if (session.ready && session.ws.readyState === WebSocket.OPEN) session.ws.send(JSON.stringify({ type: "end" }));
   $("stop").disabled = true;
   setStatus("finishing...");
 }
 
-function finish() {
-  if (!live) return;
-  live.media.getTracks().forEach((track) => track.stop());
-  live.context.close();
-  if (live.ws.readyState === WebSocket.OPEN) live.ws.close();
+function finish(session) {
+  if (live !== session) return;
+  session.media.getTracks().forEach((track) => track.stop());
+  session.context.close();
+  if (session.ws.readyState === WebSocket.OPEN || session.ws.readyState === WebSocket.CONNECTING) session.ws.close();
   live = null;
   $("start").disabled = false;
   $("stop").disabled = true;
 }
 
 $("model").addEventListener("change", showLookaheads);
-$("start").addEventListener("click", () => start().catch((error) => { setStatus(`microphone: ${error}`); finish(); $("start").disabled = false; }));
+$("start").addEventListener("click", () => start().catch((error) => {
+  setStatus(`microphone: ${error}`);
+  $("start").disabled = false;
+}));
 $("stop").addEventListener("click", stop);
 loadModels().catch((error) => setStatus(`cannot load models: ${error}`));

@@ -1,0 +1,23 @@
+"""`speech bench serve` end to end: a server subprocess, real-time sessions from this process, the table and
+the JSON with latency, deadline misses, CPU and memory."""
+
+from __future__ import annotations
+
+import json
+
+from speech.cli import main
+
+
+def test_bench_serve_runs_sessions_against_a_server_process(tmp_path, capsys):
+    out = tmp_path / "serve.json"
+    assert main(["bench", "serve", "--sessions", "1", "3", "--seconds", "4", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "largest N with <= 1% deadline misses" in printed
+    report = json.loads(out.read_text())
+    levels = report["results"]["levels"]
+    assert [level["sessions"] for level in levels] == [1, 3]
+    for level in levels:
+        assert level["utterances"] >= level["sessions"] and level["chunks"] > 0
+        assert 0 < level["final_p50_ms"] <= level["final_p99_ms"] < 5000
+        assert 0 <= level["deadline_miss"] <= 1 and level["server_cpu_cores"] > 0
+        assert level["server_peak_rss_mb"] > 100 and level["mean_batch"] >= 1
