@@ -1,6 +1,8 @@
 """The web page of `speech serve` in headless Chromium, a real recording as the microphone: live partial
-captions appear, then finals close to the in-process streaming run's (the browser resamples the recording
-to its audio rate and the server back to 16 kHz, so a word may differ, not more)."""
+captions appear, then finals close to the in-process streaming run's. The browser resamples the recording
+to its audio rate and the server back to 16 kHz, so the audio is not bit-identical: on an4 the text comes
+out the same; on the Asterisk prompts (CI, no ../shared/data), where the small default model is weak, a
+letter or two of its guesses can change; the bar is a character error rate, which also catches lost audio."""
 
 from __future__ import annotations
 
@@ -50,4 +52,4 @@ def test_page_shows_live_captions_from_the_microphone(tmp_path):
     assert shown == finals
     assert [m for m in log if m["type"] == "error"] == []
     print("in-process:", expected, "| page:", finals)
-    assert jiwer.wer(expected, " ".join(finals)) <= 0.2, (expected, finals)
+    assert jiwer.cer(expected, " ".join(finals)) <= 0.15, (expected, finals)
