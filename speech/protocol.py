@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from asr.hypothesis import Hypothesis
+from asr.hypothesis import Hypothesis, Word
 
 PROTOCOL_VERSION = 1
 ENCODINGS = ("pcm_s16le", "f32le")
@@ -141,8 +141,6 @@ def transcript_message(hypothesis: Hypothesis) -> dict[str, Any]:
 
 def hypothesis_from_message(message: dict[str, Any]) -> Hypothesis:
     """The client side of :func:`transcript_message`."""
-    from asr.hypothesis import Word
-
     words = tuple(Word(w["word"], float(w["start"]), float(w["end"])) for w in message["words"])
     return Hypothesis(message["text"], words, message["type"] == "final", int(message["segment"]),
                       stable=int(message.get("stable", 0)))

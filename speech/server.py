@@ -287,9 +287,10 @@ class _Connection:
             if self.session is not None:
                 raise ProtocolError("session_open", f"session {self.session.id} is open: end or cancel it first")
             self.session = self.service.open_session(parse_start(message))
-            await self._send(self.session.ready_message())
+            ready = self.session.ready_message()
+            await self._send(ready)
             log_event(log, "session_start", peer=self.peer, session=self.session.id, model=self.session.engine.name,
-                      **{k: v for k, v in self.session.ready_message().items() if k in ("chunk_ms", "input")})
+                      chunk_ms=ready["chunk_ms"], input=ready["input"])
         elif kind == "end":
             session = self._require_session("end")
             started = asyncio.get_running_loop().time()

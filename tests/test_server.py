@@ -390,13 +390,14 @@ def test_graceful_shutdown_drains_open_sessions(recordings, in_process):
     async def body(server):
         client = await SpeechClient.connect(server.ws_url)
         await client.start(sample_rate=16000)
-        for at in range(0, len(audio) // 2, 1600):
+        half = len(audio) // 2 // 1600 * 1600
+        for at in range(0, half, 1600):
             await client.send_audio(audio[at : at + 1600])
         stopping = asyncio.create_task(server.shutdown(drain_s=30))
         await asyncio.sleep(0.2)
         status, _ = await asyncio.to_thread(_http, server.url + "readyz")
         assert status == 503
-        rest = await client.stream(audio[len(audio) // 2 // 1600 * 1600 :], 16000)
+        rest = await client.stream(audio[half:], 16000)
         await stopping
         await _closed_with(client.ws, 1001)
         return rest
