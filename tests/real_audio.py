@@ -1,5 +1,7 @@
-"""Real recordings for end-to-end tests: an4/test from ../shared/data when it is here, else the Asterisk
-prompts (Debian's asterisk-core-sounds-en-g722, installed by the set-up); skips when neither is."""
+"""Real recordings for end-to-end tests: an4/test from ../shared/data when it is here, else digit strings
+spoken by the Asterisk voice (Debian's asterisk-core-sounds-en-g722, installed by the set-up: each digit a
+recording, joined with short pauses, like an4's spoken numbers, which the small default model knows);
+skips when neither is there."""
 
 from __future__ import annotations
 
@@ -23,7 +25,14 @@ def real_recordings(count: int) -> list[tuple[str, np.ndarray]]:
         with open(AN4_TEST, encoding="utf-8") as f:
             rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[:count]
         return [(r["utt_id"], read_audio(AN4_TEST.parent / r["path"], sample_rate=16000)[0]) for r in rows]
-    prompts = sorted(ASTERISK_SOUNDS.glob("*.g722"))[:count]
-    if len(prompts) < count:
+    digits = {d: ASTERISK_SOUNDS / "digits" / f"{d}.g722" for d in "0123456789"}
+    if not all(path.is_file() for path in digits.values()):
         pytest.skip("no real recordings: ../shared/data/an4 is absent and the Asterisk prompts are not installed")
-    return [(p.stem, decode_g722(p)) for p in prompts]
+    spoken = {d: decode_g722(path) for d, path in digits.items()}
+    pause = np.zeros(4800, np.float32)  # 0.3 s
+    rng = np.random.default_rng(0)
+    utterances = []
+    for _ in range(count):
+        number = "".join(rng.choice(list("0123456789"), size=int(rng.integers(3, 7))))
+        utterances.append((f"digits-{number}", np.concatenate([x for d in number for x in (spoken[d], pause)])))
+    return utterances

@@ -1,11 +1,13 @@
 // The web page of `speech serve`: microphone -> AudioWorklet -> WebSocket (f32le at the AudioContext's rate;
-// the server resamples) -> live captions. `window.speechLog` keeps every server message (for tests).
+// the server resamples) -> live captions. `window.speechLog` keeps every server message; with `?record=1`
+// `window.speechSent` also keeps a copy of every audio frame sent (end-to-end tests compare against it).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const token = params.get("token");
 window.speechLog = [];
+window.speechSent = params.get("record") === "1" ? [] : null;
 let models = [];
 let live = null;
 
@@ -87,9 +89,13 @@ async function start() {
   // touch a session started since.
   const session = { media, context, ws, capture, ready: false, stopping: false, waiting: [] };
   live = session;
+  const send = (frame) => {
+    if (window.speechSent) window.speechSent.push(new Float32Array(frame.slice(0)));
+    ws.send(frame);
+  };
   capture.port.onmessage = (event) => {
     if (live !== session || session.stopping) return; // after "end" nothing more may be sent
-    if (session.ready) ws.send(event.data);
+    if (session.ready) send(event.data);
     else session.waiting.push(event.data);
   };
   ws.onopen = () => {
@@ -105,7 +111,7 @@ async function start() {
     showMessage(message);
     if (message.type === "ready") {
       session.ready = true;
-      session.waiting.splice(0).forEach((frame) => ws.send(frame));
+      session.waiting.splice(0).forEach(send);
       if (session.stopping) ws.send(JSON.stringify({ type: "end" })); // Stop came before the session was ready
     } else if (message.type === "done" || (message.type === "error" && (message.fatal || !session.ready))) {
       finish(session); // a refused start (busy, bad parameter) ends the attempt too
