@@ -6,7 +6,6 @@ piece by piece as the frames came). That all of the recording was heard is check
 from __future__ import annotations
 
 import asyncio
-
 import base64
 
 import numpy as np
@@ -17,9 +16,9 @@ from real_audio import real_recordings
 
 from asr.fastconformer.recognizer import Recognizer
 from speech.asr_models import load_fastconformer
-from streaming.blocks import StreamingResampler
 from speech.server import SpeechServer
 from speech.server_config import load_server_config
+from streaming.blocks import StreamingResampler
 
 pytestmark = pytest.mark.skipif(chromium() is None, reason="Chromium is not installed (Debian package chromium)")
 
@@ -59,7 +58,7 @@ def test_page_shows_live_captions_from_the_microphone(tmp_path):
     assert shown == finals
     assert [m for m in log if m["type"] == "error"] == []
     assert len(sent) / rate >= len(signal) / 16000, "the page sent less audio than the recording holds"
-    assert [m for m in log if m["type"] == "done"][0]["audio_s"] == round(len(sent) / rate, 3)
+    assert next(m for m in log if m["type"] == "done")["audio_s"] == round(len(sent) / rate, 3)
     resampler, pieces, at = StreamingResampler(rate, 16000), [], 0
     for size in sizes:  # as the session resampled them: frame by frame
         pieces.append(resampler.process(sent[at : at + size]))
