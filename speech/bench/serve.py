@@ -18,7 +18,6 @@ The largest N with at most ``max_miss`` deadline misses is the answer the issue 
 from __future__ import annotations
 
 import asyncio
-import csv
 import os
 import re
 import subprocess
@@ -26,18 +25,14 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import psutil
 import yaml
 
-from ..audio import read_audio
 from ..client import SpeechClient
-from ..corpus.real import ASTERISK_SOUNDS, decode_g722
+from ..corpus.real import live_speech
 from .report import table, write_json
-
-SHARED_AN4 = Path(__file__).resolve().parents[3] / "shared" / "data" / "an4" / "test.tsv"
 
 
 @dataclass(frozen=True)
@@ -51,19 +46,6 @@ class ServeBenchConfig:
     utterances: int = 60
     threads: int | None = None
     models: list = field(default_factory=list)  # the server's models (default: the shipped FastConformer)
-
-
-def utterances(count: int) -> tuple[str, list[np.ndarray]]:
-    """Real speech: an4/test from ../shared/data, else the Asterisk prompts."""
-    if SHARED_AN4.is_file():
-        with open(SHARED_AN4, encoding="utf-8") as f:
-            rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[:count]
-        return "an4/test", [read_audio(SHARED_AN4.parent / r["path"], sample_rate=16000)[0] for r in rows]
-    prompts = sorted(ASTERISK_SOUNDS.glob("*.g722"))[:count]
-    if not prompts:
-        raise FileNotFoundError("no real speech: ../shared/data/an4 is absent and the Asterisk prompts are not "
-                                "installed (Debian asterisk-core-sounds-en-g722)")
-    return "asterisk prompts", [decode_g722(p) for p in prompts]
 
 
 class ServerProcess:
@@ -171,7 +153,11 @@ async def _level(server: ServerProcess, audios: list[np.ndarray], n: int, cfg: S
 
 
 def main(cfg: ServeBenchConfig, json_path: str) -> int:
-    source, audios = utterances(cfg.utterances)
+    try:
+        source, named = live_speech(cfg.utterances)
+    except FileNotFoundError as missing:
+        raise RuntimeError(str(missing)) from None
+    audios = [audio for _, audio in named]
     server = ServerProcess(cfg)
     try:
         rows = [asyncio.run(_level(server, audios, n, cfg)) for n in cfg.sessions]

@@ -123,3 +123,33 @@ def build_real(data_dir: str | Path, out_dir: str | Path, install: bool = True) 
     allison = read_manifest(build_asterisk(out / "allison", install=install))
     summary["allison"] = (len(allison), sum(u.duration_s for u in allison) / 3600)
     return summary
+
+
+SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+def live_speech(count: int, data_dir: str | Path = SHARED_DATA) -> tuple[str, list[tuple[str, np.ndarray]]]:
+    """``count`` real utterances at 16 kHz for streaming end-to-end runs (the server's tests and benchmark):
+    an4/test from ``data_dir`` when it is there, else digit strings spoken by the Asterisk voice (one
+    recording per digit, joined with 0.3 s pauses, like an4's numbers, which the small default model knows).
+    Samples hold exact 16-bit values, so PCM16 carries them unchanged. Returns the source's name and the
+    utterances; raises FileNotFoundError when neither source is installed."""
+    from ..audio import read_audio
+
+    an4 = Path(data_dir) / "an4" / "test.tsv"
+    if an4.is_file():
+        with open(an4, encoding="utf-8") as f:
+            rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))[:count]
+        return "an4/test", [(r["utt_id"], read_audio(an4.parent / r["path"], sample_rate=16000)[0]) for r in rows]
+    digits = {d: ASTERISK_SOUNDS / "digits" / f"{d}.g722" for d in "0123456789"}
+    if not all(path.is_file() for path in digits.values()):
+        raise FileNotFoundError(f"no real speech: {an4} is absent and the Asterisk prompts are not installed "
+                                f"(Debian {' '.join(ASTERISK_PACKAGES)})")
+    spoken = {d: decode_g722(path) for d, path in digits.items()}
+    pause = np.zeros(4800, np.float32)
+    rng = np.random.default_rng(0)
+    utterances = []
+    for _ in range(count):
+        number = "".join(rng.choice(list("0123456789"), size=int(rng.integers(3, 7))))
+        utterances.append((f"digits-{number}", np.concatenate([x for d in number for x in (spoken[d], pause)])))
+    return "asterisk digit strings", utterances
