@@ -95,7 +95,8 @@ def _bench_serve(args: argparse.Namespace) -> int:
     from .bench import serve
 
     cfg = serve.ServeBenchConfig(sessions=tuple(args.sessions), seconds=args.seconds, lookahead_ms=args.lookahead,
-                                 frame_ms=args.frame_ms, max_wait_ms=args.max_wait_ms, threads=args.threads)
+                                 frame_ms=args.frame_ms, max_wait_ms=args.max_wait_ms, threads=args.threads,
+                                 backends=tuple(args.backend), precision=args.precision)
     return _reported("bench serve", lambda: serve.main(cfg, args.json), RuntimeError)
 
 
@@ -180,12 +181,17 @@ def _add_bench(subparsers) -> None:
     sv = which.add_parser("serve", help="N concurrent real-time ASR sessions against `speech serve` in its own process",
                           description="Final-result latency, deadline misses, server CPU and memory per N; the "
                           "largest N with <= 1%% deadline misses.")
-    sv.add_argument("--sessions", type=int, nargs="+", default=[8, 16, 32, 48, 64], help="the N to run (8 16 32 48 64)")
+    sv.add_argument("--sessions", type=int, nargs="+", default=[16, 24, 32, 40, 48],
+                    help="the N to run (16 24 32 40 48)")
     sv.add_argument("--seconds", type=float, default=30.0, help="how long each N runs (30)")
     sv.add_argument("--lookahead", type=float, default=80.0, help="FastConformer lookahead, ms (80: 160 ms chunks)")
     sv.add_argument("--frame-ms", type=float, default=40.0, help="audio per WebSocket frame (40)")
     sv.add_argument("--max-wait-ms", type=float, default=20.0, help="how long a lane waits to batch (20)")
     sv.add_argument("--threads", type=int, help="the server's torch threads (default: every core)")
+    sv.add_argument("--backend", choices=["onnx", "torch"], nargs="+", default=["onnx", "torch"],
+                    help="what runs the model's steps, one server each (onnx: ONNX Runtime on a step thread, the "
+                    "shipped setting; torch: inline on the event loop)")
+    sv.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32", help="the ONNX files' (fp32)")
     sv.add_argument("--json", default="bench-results/serve.json")
     sv.set_defaults(func=_bench_serve)
 

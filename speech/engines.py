@@ -6,6 +6,7 @@ An engine turns a client's options (``lookahead_ms``, ``chunk_ms``) into a live 
 
 from __future__ import annotations
 
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -52,7 +53,7 @@ class FastConformerEngine:
 
     def __init__(self, name: str, model, scheduler: ChunkScheduler, lanes: LaneSettings, *,
                  lookaheads_ms: list[float] | None = None, default_lookahead_ms: float | None = None,
-                 decoder: str | None = None, backend=None) -> None:
+                 decoder: str | None = None, backend=None, step_thread: Executor | None = None) -> None:
         from asr.fastconformer.recognizer import Recognizer
 
         enc, hop_ms = model.cfg.encoder, 1000 * model.cfg.features.hop_length / model.cfg.features.sample_rate
@@ -68,7 +69,7 @@ class FastConformerEngine:
             step = recognizer.encoder_step
             lane = scheduler.add_lane(f"{name}:{step.name}", step, backend=recognizer.backend,
                                       max_batch=lanes.max_batch, max_wait_ms=lanes.max_wait_ms,
-                                      max_streams=lanes.max_streams)
+                                      max_streams=lanes.max_streams, executor=step_thread)
             self.lanes[ms] = lane.name
         self.decoder = next(iter(self.recognizers.values())).decoder
 
@@ -127,15 +128,38 @@ class WhisperEngine:
 
 
 LANE_KEYS = ("max_streams", "max_batch", "max_wait_ms")
+BACKENDS = ("torch", "onnx")
+PRECISIONS = ("fp32", "fp16", "int8")
 MODEL_KEYS = {
     "fastconformer": {"name", "family", "path", "lookaheads_ms", "default_lookahead_ms", "decoder", "optional",
-                      *LANE_KEYS},
+                      "backend", "precision", *LANE_KEYS},
     "whisper-causal": {"name", "family", "whisper", "adapter", "chunk_ms", "beam", "optional", *LANE_KEYS},
 }
 
 
-def load_engine(spec: dict[str, Any], scheduler: ChunkScheduler) -> AsrEngine:
-    """One entry of a server config's ``models`` list, loaded and given its lanes on ``scheduler``."""
+def onnx_backend(spec: dict[str, Any]):
+    """ONNX Runtime for a model entry with ``backend: onnx`` (steps exported to the cache on first use), or
+    None for torch."""
+    backend, precision = spec.get("backend", "torch"), spec.get("precision", "fp32")
+    if backend not in BACKENDS or precision not in PRECISIONS:
+        raise ValueError(f"model entry {spec.get('name')!r}: backend must be one of {list(BACKENDS)} and precision "
+                         f"one of {list(PRECISIONS)}, got {backend!r} and {precision!r}")
+    if backend == "torch":
+        if "precision" in spec:
+            raise ValueError(f"model entry {spec.get('name')!r}: precision goes with backend: onnx")
+        return None
+    from streaming.onnx_backend import OnnxBackend
+
+    from .exporting import cache_locator
+
+    return OnnxBackend(cache_locator(precision), precision=precision)
+
+
+def load_engine(spec: dict[str, Any], scheduler: ChunkScheduler, step_thread: Executor | None = None) -> AsrEngine:
+    """One entry of a server config's ``models`` list, loaded and given its lanes on ``scheduler``.
+
+    ``step_thread`` runs the steps of ONNX Runtime lanes: ORT releases the GIL for a whole step, so the
+    event loop (sessions' host logic, the network) runs beside it on another core."""
     family = spec.get("family")
     if family not in MODEL_KEYS:
         raise ValueError(f"model entry {spec}: family must be one of {sorted(MODEL_KEYS)}")
@@ -148,9 +172,11 @@ def load_engine(spec: dict[str, Any], scheduler: ChunkScheduler) -> AsrEngine:
     if family == "fastconformer":
         from .asr_models import load_fastconformer
 
+        backend = onnx_backend(spec)
         return FastConformerEngine(name, load_fastconformer(spec.get("path")), scheduler, lanes,
                                    lookaheads_ms=spec.get("lookaheads_ms"),
-                                   default_lookahead_ms=spec.get("default_lookahead_ms"), decoder=spec.get("decoder"))
+                                   default_lookahead_ms=spec.get("default_lookahead_ms"), decoder=spec.get("decoder"),
+                                   backend=backend, step_thread=step_thread if backend is not None else None)
     from asr.whisper.streaming import StreamConfig
 
     from .whisper_models import load_causal_whisper

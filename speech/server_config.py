@@ -11,7 +11,8 @@ import yaml
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "server.yaml"
 DEFAULT_MODELS = [
-    {"name": "fastconformer", "family": "fastconformer", "default_lookahead_ms": 80, "max_wait_ms": 20},
+    {"name": "fastconformer", "family": "fastconformer", "default_lookahead_ms": 80, "max_wait_ms": 20,
+     "backend": "onnx", "precision": "fp32"},
     {"name": "whisper-causal", "family": "whisper-causal", "chunk_ms": 300, "optional": True},
 ]
 

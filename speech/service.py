@@ -4,6 +4,7 @@ admission control, the metrics, and opening sessions for clients' ``start`` mess
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Self
 
 from streaming.backend import TorchBackend
@@ -27,6 +28,7 @@ class SpeechService:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.scheduler = ChunkScheduler(TorchBackend("cpu"))
+        self.step_thread = ThreadPoolExecutor(1, thread_name_prefix="onnx-steps")
         self.engines: dict[str, AsrEngine] = {}
         self.unavailable: dict[str, str] = {}
         self.metrics = ServiceMetrics(lambda: self.scheduler.lanes)
@@ -39,16 +41,16 @@ class SpeechService:
         for spec in self.config.models:
             name = spec.get("name", spec.get("family"))
             try:
-                self.engines[name] = load_engine(spec, self.scheduler)
+                self.engines[name] = load_engine(spec, self.scheduler, self.step_thread)
                 log_event(log, "model_loaded", model=name, **self.engines[name].describe())
             except (ImportError, OSError, ValueError) as error:
                 if not spec.get("optional"):
-                    await self.scheduler.stop()
+                    await self._stop()
                     raise
                 self.unavailable[name] = str(error)
                 log_event(log, "model_skipped", level=logging.WARNING, model=name, reason=str(error))
         if not self.engines:
-            await self.scheduler.stop()
+            await self._stop()
             raise ValueError("no model could be loaded: " + "; ".join(f"{k}: {v}" for k, v in self.unavailable.items()))
         self.loaded = True
         return self
@@ -56,7 +58,11 @@ class SpeechService:
     async def __aexit__(self, *exc) -> None:
         for session in list(self.sessions.values()):
             self.close_session(session, "shutdown", cancel=True)
+        await self._stop()
+
+    async def _stop(self) -> None:
         await self.scheduler.stop()
+        self.step_thread.shutdown(wait=True)
 
     # ---- what clients may ask for -----------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:

@@ -95,10 +95,11 @@ class Lane:
 
     Where steps run: by default inline on the event-loop thread, one batch at a time, yielding to the
     loop between batches. With an ``executor`` (one thread), up to ``depth`` batches are queued on it,
-    so host work overlaps device work; that pays off on CUDA. On CPU it does not: eager PyTorch takes
-    the GIL back after every operator, so a step on another thread stalls whenever the event loop runs
+    so host work overlaps device work; that pays off on CUDA. On CPU it does not for eager PyTorch, which
+    takes the GIL back after every operator, so a step on another thread stalls whenever the event loop runs
     Python, and two threads calling torch get two OpenMP teams fighting for the same cores (both measured
-    with ``speech bench runtime --executor thread``).
+    with ``speech bench runtime --executor thread``). ONNX Runtime holds no GIL for a whole step, so its
+    lanes can gain from a step thread on CPU too (``speech bench serve --backend onnx``).
     """
 
     def __init__(
@@ -502,9 +503,11 @@ class ChunkScheduler:
         depth: int = 2,
         backend: Backend | None = None,
         views_only: bool = False,
+        executor: Executor | None = None,
     ) -> Lane:
         """Add a lane (also usable alone as a one-stage pipeline of the same name); ``views_only``: see
-        :meth:`Lane._step`."""
+        :meth:`Lane._step`; ``executor``: this lane's step thread instead of the scheduler's (a backend that
+        releases the GIL for a whole step, like ONNX Runtime, gains from one even on CPU)."""
         if name in self.lanes or name in self.pipelines:
             raise ValueError(f"a lane or pipeline named {name!r} exists already")
         lane = Lane(
@@ -515,7 +518,7 @@ class ChunkScheduler:
             max_wait_ms=max_wait_ms,
             max_streams=max_streams,
             depth=depth,
-            executor=self._executor,
+            executor=executor or self._executor,
             views_only=views_only,
         )
         self.lanes[name] = lane

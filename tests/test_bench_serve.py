@@ -10,12 +10,14 @@ from speech.cli import main
 
 def test_bench_serve_runs_sessions_against_a_server_process(tmp_path, capsys):
     out = tmp_path / "serve.json"
-    assert main(["bench", "serve", "--sessions", "1", "3", "--seconds", "4", "--json", str(out)]) == 0
+    assert main(["bench", "serve", "--sessions", "1", "3", "--seconds", "4", "--json", str(out)]) == 0  # onnx, then torch
     printed = capsys.readouterr().out
-    assert "largest N with <= 1% deadline misses" in printed
+    assert "onnx: largest N with <= 1% deadline misses" in printed and "torch: largest N" in printed
     report = json.loads(out.read_text())
     levels = report["results"]["levels"]
-    assert [level["sessions"] for level in levels] == [1, 3]
+    assert [(level["backend"], level["sessions"]) for level in levels] == [("onnx", 1), ("onnx", 3), ("torch", 1),
+                                                                            ("torch", 3)]
+    assert set(report["results"]["largest_n_within_miss_budget"]) == {"onnx", "torch"}
     for level in levels:
         assert level["utterances"] >= level["sessions"] and level["chunks"] > 0
         assert 0 < level["final_p50_ms"] <= level["final_p99_ms"] < 5000

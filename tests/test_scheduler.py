@@ -408,3 +408,42 @@ def test_a_views_only_lane_never_copies_state_and_still_batches():
     for i, outputs in enumerate(results):
         for got, want in zip(outputs, asyncio.run(solo(chunks[i], plain)), strict=True):
             assert torch.equal(got, want), f"stream {i} differs from its solo run"
+
+
+class ThreadRecordingStep(ReferenceStep):
+    """The reference step, noting which thread runs each batch."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.threads: set[str] = set()
+
+    def step(self, inputs: Tensors, state: Tensors) -> tuple[Tensors, Tensors]:
+        import threading
+
+        self.threads.add(threading.current_thread().name)
+        return super().step(inputs, state)
+
+
+def test_a_lane_can_have_its_own_step_thread_beside_inline_lanes():
+    """A lane given an executor runs there (ONNX Runtime lanes in the server); the scheduler's other lanes stay
+    inline on the event loop; a pipeline across both equals the offline run."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    first = ThreadRecordingStep(channels=CHANNELS, seed=1).eval()
+    second = ThreadRecordingStep(channels=CHANNELS, seed=2).eval()
+    chunks = make_chunks(11, 12)
+
+    async def main():
+        with ThreadPoolExecutor(1, thread_name_prefix="own-steps") as own:
+            async with ChunkScheduler(TorchBackend()) as scheduler:
+                scheduler.add_lane("first", first, executor=own)
+                scheduler.add_lane("second", second)
+                scheduler.add_pipeline("both", ["first", Stage("second", adapt=lambda out: {"x": out["y"]})])
+                return await asyncio.gather(*(drive(scheduler, "both", chunks, seed=s) for s in range(6)))
+
+    results = asyncio.run(main())
+    assert {name.split("_")[0] for name in first.threads} == {"own-steps"}
+    assert second.threads == {"MainThread"}
+    offline = second.offline(first.offline(torch.cat(chunks)[None]))[0]
+    for outputs in results:
+        torch.testing.assert_close(torch.cat(outputs), offline, atol=1e-5, rtol=0)

@@ -21,6 +21,7 @@ from asr.fastconformer.recognizer import Recognizer
 from asr.fastconformer.scheduled import transcribe_many
 from speech.asr_models import load_fastconformer
 from speech.client import ServerError, SpeechClient, hypotheses
+from speech.engines import onnx_backend
 from speech.protocol import ProtocolError, encode_audio, parse_start
 from speech.server import SpeechServer
 from speech.server_config import load_server_config
@@ -52,11 +53,21 @@ def recordings():
     return real_recordings(32)
 
 
+def _in_process_run(recordings, backend=None):
+    """The same model and settings in-process: the streaming run the server must reproduce exactly."""
+    recognizer = Recognizer(load_fastconformer(None), 80.0, backend=backend)
+    return asyncio.run(transcribe_many(recognizer, [a for _, a in recordings], concurrency=32))
+
+
 @pytest.fixture(scope="module")
 def in_process(recordings):
-    """The same model and settings in-process: the streaming run the server must reproduce exactly."""
-    recognizer = Recognizer(load_fastconformer(None), 80.0)
-    return asyncio.run(transcribe_many(recognizer, [a for _, a in recordings], concurrency=32))
+    return _in_process_run(recordings)
+
+
+@pytest.fixture(scope="module")
+def in_process_onnx(recordings):
+    """The in-process run on ONNX Runtime, from the same cached files a ``backend: onnx`` server uses."""
+    return _in_process_run(recordings, onnx_backend({"backend": "onnx"}))
 
 
 async def _stream_in_random_frames(url: str, audio: np.ndarray, seed: int, **start) -> list:
@@ -84,12 +95,16 @@ async def _stream_in_random_frames(url: str, audio: np.ndarray, seed: int, **sta
 
 
 @pytest.mark.parametrize("sessions", [1, 32])
-def test_server_transcripts_equal_the_in_process_streaming_run(recordings, in_process, sessions):
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_server_transcripts_equal_the_in_process_streaming_run(recordings, request, backend, sessions):
+    """ONNX Runtime lanes run on the service's step thread, torch lanes on the event loop: both are exact."""
+    in_process = request.getfixturevalue("in_process" if backend == "torch" else "in_process_onnx")
+
     async def body(server):
         return await asyncio.gather(*(_stream_in_random_frames(server.ws_url, audio, seed)
                                       for seed, (_, audio) in enumerate(recordings[:sessions])))
 
-    remote = run(body)
+    remote = run(body, models=[{**FC_ONLY[0], "backend": backend}])
     for (name, _), got, want in zip(recordings, remote, in_process, strict=False):
         assert comparable(got) == comparable(want), name
     assert any(e.final and e.text for events in remote for e in events)
@@ -271,6 +286,19 @@ def test_start_is_checked_field_by_field():
     request = parse_start({"type": "start", "task": "asr", "sample_rate": 48000, "encoding": "f32le",
                            "lookahead_ms": 480})
     assert (request.sample_rate, request.encoding, request.options) == (48000, "f32le", {"lookahead_ms": 480.0})
+
+
+def test_model_entries_name_what_they_accept():
+    from speech.engines import load_engine
+
+    with pytest.raises(ValueError, match=r"backend must be one of \['torch', 'onnx'\].*'tensorrt'"):
+        onnx_backend({"name": "fc", "backend": "tensorrt"})
+    with pytest.raises(ValueError, match="precision goes with backend: onnx"):
+        onnx_backend({"name": "fc", "precision": "int8"})
+    with pytest.raises(ValueError, match="unknown keys \\['threads'\\]"):
+        load_engine({"family": "fastconformer", "threads": 2}, scheduler=None)
+    shipped = load_server_config(None).models[0]
+    assert (shipped["family"], shipped["backend"]) == ("fastconformer", "onnx")  # what `speech bench serve` measured
 
 
 # ---- service behaviour ---------------------------------------------------------------------------------
