@@ -19,6 +19,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from asr.hypothesis import Hypothesis
 
+from .keepalive import keep_alive
 from .protocol import encode_audio, hypothesis_from_message
 
 
@@ -40,16 +41,22 @@ def session_url(url: str) -> str:
 
 
 class SpeechClient:
-    def __init__(self, ws: ClientConnection) -> None:
+    """One connection; its keep-alive (``speech.keepalive``) does not drop a server that is busy reading the
+    audio we sent ahead."""
+
+    def __init__(self, ws: ClientConnection, ping_interval_s: float = 20.0, ping_timeout_s: float = 20.0) -> None:
         self.ws = ws
         self.encoding = "pcm_s16le"
+        self.traffic = 0  # messages sent and received
+        self._pinger = asyncio.create_task(keep_alive(ws, ping_interval_s, ping_timeout_s, lambda: self.traffic))
 
     @classmethod
-    async def connect(cls, url: str, *, token: str | None = None, open_timeout: float = 10) -> SpeechClient:
+    async def connect(cls, url: str, *, token: str | None = None, open_timeout: float = 10,
+                      ping_interval_s: float = 20.0, ping_timeout_s: float = 20.0) -> SpeechClient:
         headers = {"Authorization": f"Bearer {token}"} if token else None
         ws = await connect(session_url(url), additional_headers=headers, compression=None, max_size=2**24,
-                           open_timeout=open_timeout)
-        return cls(ws)
+                           open_timeout=open_timeout, ping_interval=None)
+        return cls(ws, ping_interval_s, ping_timeout_s)
 
     async def __aenter__(self) -> Self:
         return self
@@ -58,14 +65,17 @@ class SpeechClient:
         await self.close()
 
     async def close(self) -> None:
+        self._pinger.cancel()
         await self.ws.close()
 
     async def send(self, message: dict[str, Any]) -> None:
         await self.ws.send(json.dumps(message))
+        self.traffic += 1
 
     async def receive(self) -> dict[str, Any]:
         """The next control message (binary audio frames come back as ``{"type": "audio", "data": bytes}``)."""
         data = await self.ws.recv()
+        self.traffic += 1
         return {"type": "audio", "data": data} if isinstance(data, bytes) else json.loads(data)
 
     async def start(self, task: str = "asr", *, sample_rate: int, model: str | None = None,
@@ -83,6 +93,7 @@ class SpeechClient:
 
     async def send_audio(self, samples: np.ndarray) -> None:
         await self.ws.send(encode_audio(samples, self.encoding))
+        self.traffic += 1
 
     async def stream(self, audio: np.ndarray, sample_rate: int, *, frame_s: float = 0.1, realtime: bool = False,
                      on_message: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:

@@ -31,6 +31,7 @@ from websockets.http11 import Request, Response
 from streaming.scheduler import StreamFailed
 
 from .asr_session import AsrSession
+from .keepalive import keep_alive
 from .logs import log_event
 from .protocol import ProtocolError, decode_audio, error_message, parse_control, parse_start
 from .server_config import ServerConfig
@@ -79,8 +80,7 @@ class SpeechServer:
         c = self.config
         try:
             self._server = await serve(self._handle, c.host, c.port, process_request=self._http, compression=None,
-                                       max_size=c.max_frame_bytes, max_queue=4, ping_interval=c.ping_interval_s,
-                                       ping_timeout=c.ping_timeout_s, close_timeout=5)
+                                       max_size=c.max_frame_bytes, max_queue=4, ping_interval=None, close_timeout=5)
         except BaseException:
             await self.service.__aexit__()
             raise
@@ -194,10 +194,13 @@ class _Connection:
         self.gone = False  # the client disconnected: queued frames are not run
         self.ending: object | None = None  # how the reader ended (_IDLE or _GONE), once it has
         self.peer = ws.remote_address[0] if ws.remote_address else "?"
+        self.traffic = 0  # messages read, handled and sent: the keep-alive's sign of life besides pongs
 
     async def run(self) -> None:
         log_event(log, "connected", peer=self.peer)
         reader = asyncio.create_task(self._read())
+        pinger = asyncio.create_task(keep_alive(self.ws, self.config.ping_interval_s, self.config.ping_timeout_s,
+                                                lambda: self.traffic))
         outcome = "closed"
         try:
             outcome = await self._work()
@@ -209,6 +212,7 @@ class _Connection:
             outcome = "error"
         finally:
             reader.cancel()
+            pinger.cancel()
             self._drop_queue()
             if self.session is not None:
                 self.service.close_session(self.session, outcome, cancel=True)
@@ -230,6 +234,7 @@ class _Connection:
                     ending = _IDLE
                     return
                 metrics.bytes_in.inc(len(message))
+                self.traffic += 1
                 epoch = self.epoch
                 if isinstance(message, str) and (kind := _control_type(message)) in ("start", "end", "cancel"):
                     self.epoch += 1
@@ -256,6 +261,7 @@ class _Connection:
                 await self._fail("idle_timeout", f"nothing received for {self.config.idle_timeout_s:g} s", 1000)
                 return "idle"
             self.service.metrics.inbound_queue.dec()
+            self.traffic += 1
             try:
                 if isinstance(message, bytes):
                     if epoch not in self.cancelled:
@@ -334,6 +340,7 @@ class _Connection:
             self.ws.transport.abort()
             raise ConnectionClosed(None, None) from None
         self.service.metrics.bytes_out.inc(len(data))
+        self.traffic += 1
 
     async def _error(self, error: ProtocolError) -> None:
         self.service.metrics.errors.labels(error.code).inc()
