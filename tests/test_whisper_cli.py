@@ -121,6 +121,43 @@ def test_sessions_batched_on_the_scheduler_equal_inline_sessions(jfk):
         assert all(max(lane.batch_sizes) > 1 for lane in stats.values()), {k: v.batch_sizes for k, v in stats.items()}
 
 
+def test_whisper_sessions_through_the_server_equal_inline_sessions(jfk):
+    """`speech serve` with causal Whisper: three concurrent clients, audio in random frame sizes, get exactly
+    the events of inline sessions (as the protocol carries them: times to the millisecond)."""
+    from asr.whisper.streaming import stream_signal
+    from speech.client import SpeechClient, hypotheses
+    from speech.protocol import hypothesis_from_message, transcript_message
+    from speech.server import SpeechServer
+    from speech.server_config import load_server_config
+
+    manifest = DATA / "vctk13" / "manifest.tsv"
+    if not manifest.is_file():
+        pytest.skip(f"needs ../shared/data (vctk13) at {manifest}")
+    rows = [r.split("\t") for r in manifest.read_text().splitlines()[1:3]]
+    audios = [read_audio(jfk, sample_rate=16000)[0]] + [read_audio(manifest.parent / r[1], sample_rate=16000)[0]
+                                                        for r in rows]
+
+    async def one(url: str, audio: np.ndarray, seed: int) -> list:
+        frame_s = float(np.random.default_rng(seed).uniform(0.013, 0.25))
+        async with await SpeechClient.connect(url) as client:
+            ready = await client.start(sample_rate=16000, model="whisper-causal")
+            assert (ready["chunk_ms"], ready["lookahead_ms"]) == (300.0, 0.0)
+            return hypotheses(await client.stream(audio, 16000, frame_s=frame_s))
+
+    async def body():
+        config = load_server_config(None, port=0, models=[{"name": "whisper-causal", "family": "whisper-causal",
+                                                           "chunk_ms": 300, "max_wait_ms": 5}])
+        async with SpeechServer(config) as server:
+            return await asyncio.gather(*(one(server.ws_url, audio, seed) for seed, audio in enumerate(audios)))
+
+    remote = asyncio.run(body())
+    model = load_causal_whisper("base", 300)
+    for got, audio in zip(remote, audios, strict=True):
+        inline = [hypothesis_from_message(transcript_message(h)) for h in stream_signal(model, audio, StreamConfig())]
+        assert got == inline
+    assert sum(len(h.words) for events in remote for h in events if h.final) > 30
+
+
 def test_clear_errors(jfk, capsys):
     assert main(["transcribe", str(jfk), "--model", "whisper-causal", "--chunk", "200ms"]) == 2
     assert "no shipped LoRA adapter for Whisper base at 200 ms" in capsys.readouterr().err
