@@ -25,11 +25,6 @@ class Backend(Protocol):
     def run(self, step: StepFunction, inputs: Tensors, state: Tensors) -> tuple[Tensors, Tensors]: ...
 
 
-def float_dtype(backend: Backend) -> torch.dtype:
-    """The dtype a backend keeps floating states in (what host logic hands it floating inputs in)."""
-    return backend.state_dtype(StateSpec("float", ()))
-
-
 @cache
 def keep_freed_memory_in_heap() -> bool:
     """Stop glibc from handing large freed blocks back to the OS.

@@ -81,3 +81,26 @@ def test_transcribe_onnx_same_text(exported, audio, capsys):
         assert main(["transcribe", "--model", "whisper-causal", *audio, "--format", "text", *backend]) == 0
         texts.append(capsys.readouterr().out)
     assert texts[0] == texts[1] and texts[0].count("\n") == len(audio)
+
+
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_fp16_and_int8_files_pass_the_checks_and_transcribe(exported, audio, tmp_path, capsys, precision):
+    """Reduced-precision files load in ONNX Runtime and recognise the same speech (WER against fp32 text: the
+    measured change is `speech bench asr-quality`'s). fp16 attention masks are fp16 too, so no tensor of the
+    graph falls back to fp32 (``streaming.blocks.attention.masked_attention``)."""
+    from asr.text import wer
+
+    out = tmp_path / precision
+    assert main(["export", "whisper-causal", "--chunk", "300", "--precision", precision, "-o", str(out)]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert all(e["checks"]["ok"] for e in manifest["steps"]), [e["checks"] for e in manifest["steps"]]
+    for entry in manifest["steps"]:
+        ratio = (out / entry["file"]).stat().st_size / (exported / entry["file"]).stat().st_size
+        assert ratio < 0.55, (entry["file"], ratio)
+    capsys.readouterr()
+    texts = []
+    for onnx in (exported, out):
+        assert main(["transcribe", "--model", "whisper-causal", *audio, "--format", "text", "--backend", "onnx",
+                     "--onnx", str(onnx)]) == 0
+        texts.append(capsys.readouterr().out.splitlines())
+    assert wer(texts[0], texts[1]) < 0.1, texts

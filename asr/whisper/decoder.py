@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from streaming.blocks.attention import masked_attention
+
 
 @dataclass
 class DecoderCache:
@@ -45,8 +47,7 @@ class WhisperDecoderStack(nn.Module):
 
     def _attend(self, attn: nn.Module, h: Tensor, keys: Tensor, values: Tensor, mask: Tensor | None) -> Tensor:
         b, t, _ = h.shape
-        out = F.scaled_dot_product_attention(self._heads(attn.q_proj(h)), self._heads(keys), self._heads(values),
-                                             attn_mask=mask)
+        out = masked_attention(self._heads(attn.q_proj(h)), self._heads(keys), self._heads(values), mask)
         return attn.out_proj(out.transpose(1, 2).reshape(b, t, self.d_model))
 
     def _embed(self, tokens: Tensor, positions: Tensor) -> Tensor:
@@ -162,6 +163,5 @@ class WhisperDecoderStack(nn.Module):
         q = self._heads(attn.q_proj(h).view(b, r, n, -1).flatten(0, 1))  # [B*R, H, N, hd]
         k = torch.cat([prefix_keys[:, None].expand(b, r, *prefix_keys.shape[1:]), keys], 2).flatten(0, 1)
         v = torch.cat([prefix_values[:, None].expand(b, r, *prefix_values.shape[1:]), values], 2).flatten(0, 1)
-        out = F.scaled_dot_product_attention(q, self._heads(k), self._heads(v),
-                                             attn_mask=mask[:, None].expand(b, r, *mask.shape[1:]).flatten(0, 1))
+        out = masked_attention(q, self._heads(k), self._heads(v), mask[:, None].expand(b, r, *mask.shape[1:]).flatten(0, 1))
         return attn.out_proj(out.transpose(1, 2).reshape(b, r * n, d))

@@ -20,6 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from streaming.blocks.attention import masked_attention
+
 
 @dataclass
 class EncoderState:
@@ -74,7 +76,7 @@ class WhisperEncoderStack(nn.Module):
         q = attn.q_proj(h).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
         k = keys.view(b, keys.shape[1], self.n_heads, self.head_dim).transpose(1, 2)
         v = values.view(b, values.shape[1], self.n_heads, self.head_dim).transpose(1, 2)
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        a = masked_attention(q, k, v, mask)
         x = x + attn.out_proj(a.transpose(1, 2).reshape(b, t, self.d_model))
         h = layer.final_layer_norm(x)
         return x + layer.fc2(F.gelu(layer.fc1(h)))

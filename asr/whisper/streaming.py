@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from streaming.backend import DTYPES, Backend, TorchBackend, float_dtype
+from streaming.backend import DTYPES, Backend, TorchBackend
 from streaming.inline import InlineSteps, Requests, drive
 
 from ..hypothesis import Hypothesis, Word
@@ -119,8 +119,7 @@ class WhisperSession:
                  backend: Backend | None = None) -> None:
         self.model, self.cfg = model, cfg
         backend = backend or model_backend(model)
-        self.device = backend.device
-        self.dtype = float_dtype(backend)
+        self.device = backend.device  # inputs go in the steps' declared fp32; a backend casts them to its own
         self.suppress = torch.tensor(model.tokens.suppress, device=self.device)  # once, not per token
         self.suppress_begin = torch.tensor(model.tokens.suppress_begin, device=self.device)
         self.continuations = torch.tensor(model.tokens.continuations, device=self.device)
@@ -129,7 +128,7 @@ class WhisperSession:
         self.steps = InlineSteps({audio_step.name: audio_step, decoder_step.name: decoder_step},
                                  backend) if inline else None
         layers, d = len(model.decoder.hf.layers), model.decoder.d_model
-        self.no_audio = torch.zeros(layers, cfg.frames, d, dtype=self.dtype, device=self.device)
+        self.no_audio = torch.zeros(layers, cfg.frames, d, device=self.device)
         self.new_audio: tuple[Tensor, Tensor] | None = None  # the last chunk's cross-attention rows, not yet sent
         self.features = StreamingFeatures()
         self.pending = torch.zeros(model.encoder.hf.conv1.in_channels, 0)
@@ -227,9 +226,9 @@ class WhisperSession:
     def _encode(self, chunk: Tensor) -> Requests[None]:
         if self.new_audio is not None:  # two chunks in a row (the pre-roll): the first goes in alone
             yield from self._step_decoder([[self.model.tokens.eot]], 0, 1)
-        out = yield self.lanes["audio"], {"mel": chunk.to(self.device, self.dtype),
+        out = yield self.lanes["audio"], {"mel": chunk.to(self.device, torch.float32),
                                           "position": torch.tensor(self.frames, device=self.device)}
-        self.new_audio = (out["audio_keys"], out["audio_values"])
+        self.new_audio = (out["audio_keys"].float(), out["audio_values"].float())  # fp16 backends give fp16
         self.chunks += 1
 
     def _step_decoder(self, rows: list[list[int]], start: int, count: int) -> Requests[Tensor]:
