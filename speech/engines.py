@@ -101,7 +101,8 @@ class WhisperEngine:
 
     task = "asr"
 
-    def __init__(self, name: str, model, scheduler: ChunkScheduler, lanes: LaneSettings, cfg, backend=None) -> None:
+    def __init__(self, name: str, model, scheduler: ChunkScheduler, lanes: LaneSettings, cfg, backend=None,
+                 step_thread: Executor | None = None) -> None:
         from asr.whisper.features import SAMPLE_RATE
         from asr.whisper.scheduled import add_whisper_lanes
         from asr.whisper.streaming import model_backend
@@ -109,7 +110,7 @@ class WhisperEngine:
         self.name, self.sample_rate, self.scheduler = name, SAMPLE_RATE, scheduler
         self.model, self.cfg, self.backend = model, cfg, backend or model_backend(model)
         add_whisper_lanes(scheduler, model, cfg, lanes.max_streams, max_batch=lanes.max_batch,
-                          max_wait_ms=lanes.max_wait_ms)
+                          max_wait_ms=lanes.max_wait_ms, backend=self.backend, executor=step_thread)
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "task": self.task, "family": "whisper-causal", "sample_rate": self.sample_rate,
@@ -133,7 +134,8 @@ PRECISIONS = ("fp32", "fp16", "int8")
 MODEL_KEYS = {
     "fastconformer": {"name", "family", "path", "lookaheads_ms", "default_lookahead_ms", "decoder", "optional",
                       "backend", "precision", *LANE_KEYS},
-    "whisper-causal": {"name", "family", "whisper", "adapter", "chunk_ms", "beam", "optional", *LANE_KEYS},
+    "whisper-causal": {"name", "family", "whisper", "adapter", "chunk_ms", "beam", "optional", "backend", "precision",
+                       *LANE_KEYS},
 }
 
 
@@ -169,14 +171,15 @@ def load_engine(spec: dict[str, Any], scheduler: ChunkScheduler, step_thread: Ex
                          f"accepted: {sorted(MODEL_KEYS[family])}")
     lanes = LaneSettings(**{k: spec[k] for k in LANE_KEYS if k in spec})
     name = spec.get("name", family)
+    backend = onnx_backend(spec)
+    thread = step_thread if backend is not None else None
     if family == "fastconformer":
         from .asr_models import load_fastconformer
 
-        backend = onnx_backend(spec)
         return FastConformerEngine(name, load_fastconformer(spec.get("path")), scheduler, lanes,
                                    lookaheads_ms=spec.get("lookaheads_ms"),
                                    default_lookahead_ms=spec.get("default_lookahead_ms"), decoder=spec.get("decoder"),
-                                   backend=backend, step_thread=step_thread if backend is not None else None)
+                                   backend=backend, step_thread=thread)
     from asr.whisper.streaming import StreamConfig
 
     from .whisper_models import load_causal_whisper
@@ -184,4 +187,4 @@ def load_engine(spec: dict[str, Any], scheduler: ChunkScheduler, step_thread: Ex
     cfg = StreamConfig(chunk_ms=int(spec.get("chunk_ms", 300)), beam=int(spec.get("beam", 1)))
     adapter = spec.get("adapter", "shipped")
     model = load_causal_whisper(spec.get("whisper", "base"), cfg.chunk_ms, None if adapter == "none" else adapter)
-    return WhisperEngine(name, model, scheduler, lanes, cfg)
+    return WhisperEngine(name, model, scheduler, lanes, cfg, backend, step_thread=thread)

@@ -121,11 +121,14 @@ def test_sessions_batched_on_the_scheduler_equal_inline_sessions(jfk):
         assert all(max(lane.batch_sizes) > 1 for lane in stats.values()), {k: v.batch_sizes for k, v in stats.items()}
 
 
-def test_whisper_sessions_through_the_server_equal_inline_sessions(jfk):
+@pytest.mark.parametrize("backend", ["torch", "onnx"])
+def test_whisper_sessions_through_the_server_equal_inline_sessions(jfk, backend):
     """`speech serve` with causal Whisper: three concurrent clients, audio in random frame sizes, get exactly
-    the events of inline sessions (as the protocol carries them: times to the millisecond)."""
+    the events of inline sessions on the same backend (as the protocol carries them: times to the millisecond;
+    ONNX Runtime lanes run on the service's step thread)."""
     from asr.whisper.streaming import stream_signal
     from speech.client import SpeechClient, hypotheses
+    from speech.engines import onnx_backend
     from speech.protocol import hypothesis_from_message, transcript_message
     from speech.server import SpeechServer
     from speech.server_config import load_server_config
@@ -146,14 +149,16 @@ def test_whisper_sessions_through_the_server_equal_inline_sessions(jfk):
 
     async def body():
         config = load_server_config(None, port=0, models=[{"name": "whisper-causal", "family": "whisper-causal",
-                                                           "chunk_ms": 300, "max_wait_ms": 5}])
+                                                           "chunk_ms": 300, "max_wait_ms": 5, "backend": backend}])
         async with SpeechServer(config) as server:
             return await asyncio.gather(*(one(server.ws_url, audio, seed) for seed, audio in enumerate(audios)))
 
     remote = asyncio.run(body())
     model = load_causal_whisper("base", 300)
+    steps = onnx_backend({"backend": backend}) if backend == "onnx" else None
     for got, audio in zip(remote, audios, strict=True):
-        inline = [hypothesis_from_message(transcript_message(h)) for h in stream_signal(model, audio, StreamConfig())]
+        inline = [hypothesis_from_message(transcript_message(h))
+                  for h in stream_signal(model, audio, StreamConfig(), backend=steps)]
         assert got == inline
     assert sum(len(h.words) for events in remote for h in events if h.final) > 30
 

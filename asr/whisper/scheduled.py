@@ -9,6 +9,7 @@ caches written in place). Each session runs the same host logic as inline
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import Executor
 
 import numpy as np
 
@@ -25,11 +26,14 @@ from .streaming import StreamConfig, WhisperSession, model_backend, whisper_step
 
 
 def add_whisper_lanes(scheduler: ChunkScheduler, model: CausalWhisper, cfg: StreamConfig, max_streams: int, *,
-                      max_batch: int | None = None, max_wait_ms: float = 2.0) -> None:
-    """The audio and decoder lanes that sessions of ``cfg`` run on."""
+                      max_batch: int | None = None, max_wait_ms: float = 2.0, backend: Backend | None = None,
+                      executor: Executor | None = None) -> None:
+    """The audio and decoder lanes that sessions of ``cfg`` run on (on ``backend``, the scheduler's by default,
+    and ``executor``'s thread if given)."""
     for step in whisper_steps(model, cfg):
         scheduler.add_lane(step.name, step, max_batch=max_batch or max_streams, max_wait_ms=max_wait_ms,
-                           max_streams=max_streams, views_only=True)  # 30 s caches: never copied
+                           max_streams=max_streams, views_only=True,  # 30 s caches: never copied
+                           backend=backend, executor=executor)
 
 
 class ScheduledWhisperSession:
