@@ -45,6 +45,16 @@ def jfk() -> Path:
     return path
 
 
+def jfk_and_vctk(jfk: Path, count: int) -> list[np.ndarray]:
+    """jfk and the first ``count`` vctk13 utterances at 16 kHz (skips without ../shared/data)."""
+    manifest = DATA / "vctk13" / "manifest.tsv"
+    if not manifest.is_file():
+        pytest.skip(f"needs ../shared/data (vctk13) at {manifest}")
+    rows = [r.split("\t") for r in manifest.read_text().splitlines()[1 : 1 + count]]
+    return [read_audio(jfk, sample_rate=16000)[0]] + [read_audio(manifest.parent / r[1], sample_rate=16000)[0]
+                                                       for r in rows]
+
+
 def test_offline_whisper_transcribes_jfk(jfk, capsys):
     assert main(["transcribe", str(jfk), "--model", "whisper-offline", "--format", "text"]) == 0
     assert wer([JFK_TEXT], [capsys.readouterr().out]) == 0.0
@@ -105,12 +115,7 @@ def test_sessions_batched_on_the_scheduler_equal_inline_sessions(jfk):
     from asr.whisper.scheduled import transcribe_many
     from asr.whisper.streaming import stream_signal
 
-    manifest = DATA / "vctk13" / "manifest.tsv"
-    if not manifest.is_file():
-        pytest.skip(f"needs ../shared/data (vctk13) at {manifest}")
-    rows = [r.split("\t") for r in manifest.read_text().splitlines()[1:5]]
-    audios = [read_audio(jfk, sample_rate=16000)[0]] + [read_audio(manifest.parent / r[1], sample_rate=16000)[0]
-                                                        for r in rows]
+    audios = jfk_and_vctk(jfk, 4)
     model = load_causal_whisper("base", 300)
     for cfg in (StreamConfig(), StreamConfig(beam=2)):
         stats = {}
@@ -133,12 +138,7 @@ def test_whisper_sessions_through_the_server_equal_inline_sessions(jfk, backend)
     from speech.server import SpeechServer
     from speech.server_config import load_server_config
 
-    manifest = DATA / "vctk13" / "manifest.tsv"
-    if not manifest.is_file():
-        pytest.skip(f"needs ../shared/data (vctk13) at {manifest}")
-    rows = [r.split("\t") for r in manifest.read_text().splitlines()[1:3]]
-    audios = [read_audio(jfk, sample_rate=16000)[0]] + [read_audio(manifest.parent / r[1], sample_rate=16000)[0]
-                                                        for r in rows]
+    audios = jfk_and_vctk(jfk, 2)
 
     async def one(url: str, audio: np.ndarray, seed: int) -> list:
         frame_s = float(np.random.default_rng(seed).uniform(0.013, 0.25))
