@@ -87,7 +87,7 @@ def test_transcribe_onnx_same_text(exported, audio, capsys):
 def test_fp16_and_int8_files_pass_the_checks_and_transcribe(exported, audio, tmp_path, capsys, precision):
     """Reduced-precision files load in ONNX Runtime and recognise the same speech (WER against the fp32 files'
     text; the measured change on real test sets is `speech bench asr-quality`'s). fp16 attention masks are fp16 too, so no tensor of the
-    graph falls back to fp32 (``streaming.blocks.attention.masked_attention``)."""
+    graph falls back to fp32 (``streaming.blocks.attention.additive_mask``)."""
     from asr.text import wer
 
     out = tmp_path / precision

@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.util
 import math
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -55,9 +56,15 @@ def hifigan_mel(audio: Tensor, cfg: HifiGanConfig = HifiGanConfig()) -> Tensor:
     spec = torch.stft(padded, cfg.n_fft, hop_length=cfg.hop_length, win_length=cfg.n_fft,
                       window=torch.hann_window(cfg.n_fft, device=audio.device, dtype=audio.dtype), center=False,
                       return_complex=True).abs()
-    bank = mel_filterbank(LogMelConfig(sample_rate=cfg.sample_rate, n_fft=cfg.n_fft, win_length=cfg.n_fft,
-                                       hop_length=cfg.hop_length, n_mels=cfg.n_mels, f_min=cfg.fmin, f_max=cfg.fmax))
-    return torch.log(torch.matmul(torch.from_numpy(bank).to(spec), spec).clamp(min=1e-5))
+    return torch.log(torch.matmul(_mel_bank(cfg).to(spec), spec).clamp(min=1e-5))
+
+
+@cache
+def _mel_bank(cfg: HifiGanConfig) -> Tensor:
+    """Slaney filters, made once per configuration (``hifigan_mel`` runs per training utterance)."""
+    return torch.from_numpy(mel_filterbank(LogMelConfig(sample_rate=cfg.sample_rate, n_fft=cfg.n_fft,
+                                                        win_length=cfg.n_fft, hop_length=cfg.hop_length,
+                                                        n_mels=cfg.n_mels, f_min=cfg.fmin, f_max=cfg.fmax)))
 
 
 def _same(channels_in: int, channels_out: int, kernel: int, dilation: int = 1) -> nn.Conv1d:

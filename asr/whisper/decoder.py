@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from streaming.blocks.attention import masked_attention
+from streaming.blocks.attention import additive_mask
 
 
 @dataclass
@@ -47,7 +47,8 @@ class WhisperDecoderStack(nn.Module):
 
     def _attend(self, attn: nn.Module, h: Tensor, keys: Tensor, values: Tensor, mask: Tensor | None) -> Tensor:
         b, t, _ = h.shape
-        out = masked_attention(self._heads(attn.q_proj(h)), self._heads(keys), self._heads(values), mask)
+        out = F.scaled_dot_product_attention(self._heads(attn.q_proj(h)), self._heads(keys), self._heads(values),
+                                             attn_mask=mask)
         return attn.out_proj(out.transpose(1, 2).reshape(b, t, self.d_model))
 
     def _embed(self, tokens: Tensor, positions: Tensor) -> Tensor:
@@ -61,7 +62,7 @@ class WhisperDecoderStack(nn.Module):
         """Teacher forcing: ``tokens [B, S]`` over ``encoded [B, T, D]`` -> ``[B, S, vocab]``."""
         s = tokens.shape[1]
         x = self._embed(tokens, torch.arange(s, device=tokens.device)[None].expand_as(tokens))
-        causal = torch.ones(s, s, dtype=torch.bool, device=tokens.device).tril()
+        causal = additive_mask(torch.ones(s, s, dtype=torch.bool, device=tokens.device).tril(), x.dtype)
         for layer in self.hf.layers:
             h = layer.self_attn_layer_norm(x)
             x = x + self._attend(layer.self_attn, h, layer.self_attn.k_proj(h), layer.self_attn.v_proj(h), causal)
@@ -117,6 +118,7 @@ class WhisperDecoderStack(nn.Module):
         own = torch.ones(n, n, dtype=torch.bool, device=tokens.device).tril()
         self_mask = torch.cat([prefix_mask.expand(b, 1, n, -1), own.expand(b, 1, n, n)], -1)  # [B, 1, N, cached + N]
         cross_keys, cross_values, cross_mask = self._cross_attended(cache, frames, span, audio)
+        self_mask, cross_mask = additive_mask(self_mask, x.dtype), additive_mask(cross_mask, x.dtype)
         prefix_keys, prefix_values = cache.self_keys[:, :, :cached], cache.self_values[:, :, :cached]  # one slice
         written_keys, written_values = [], []
         for i, layer in enumerate(self.hf.layers):
@@ -163,5 +165,6 @@ class WhisperDecoderStack(nn.Module):
         q = self._heads(attn.q_proj(h).view(b, r, n, -1).flatten(0, 1))  # [B*R, H, N, hd]
         k = torch.cat([prefix_keys[:, None].expand(b, r, *prefix_keys.shape[1:]), keys], 2).flatten(0, 1)
         v = torch.cat([prefix_values[:, None].expand(b, r, *prefix_values.shape[1:]), values], 2).flatten(0, 1)
-        out = masked_attention(q, self._heads(k), self._heads(v), mask[:, None].expand(b, r, *mask.shape[1:]).flatten(0, 1))
+        out = F.scaled_dot_product_attention(q, self._heads(k), self._heads(v),
+                                             attn_mask=mask[:, None].expand(b, r, *mask.shape[1:]).flatten(0, 1))
         return attn.out_proj(out.transpose(1, 2).reshape(b, r * n, d))

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from streaming.blocks.attention import masked_attention
+from streaming.blocks.attention import additive_mask
 
 
 @dataclass
@@ -76,7 +76,7 @@ class WhisperEncoderStack(nn.Module):
         q = attn.q_proj(h).view(b, t, self.n_heads, self.head_dim).transpose(1, 2)
         k = keys.view(b, keys.shape[1], self.n_heads, self.head_dim).transpose(1, 2)
         v = values.view(b, values.shape[1], self.n_heads, self.head_dim).transpose(1, 2)
-        a = masked_attention(q, k, v, mask)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         x = x + attn.out_proj(a.transpose(1, 2).reshape(b, t, self.d_model))
         h = layer.final_layer_norm(x)
         return x + layer.fc2(F.gelu(layer.fc1(h)))
@@ -96,7 +96,7 @@ class WhisperEncoderStack(nn.Module):
         mask = None
         if chunk is not None:
             block = torch.arange(t, device=mel.device) // chunk
-            mask = block[None, :] <= block[:, None]
+            mask = additive_mask(block[None, :] <= block[:, None], x.dtype)
         for layer in self.hf.layers:
             keys, values = self._project(layer, x)
             x = self._layer(layer, x, keys, values, mask)
@@ -143,6 +143,7 @@ class WhisperEncoderStack(nn.Module):
         else:  # written in place after each stream's past; slots beyond every stream's chunk are empty
             past = int(past)
             visible = torch.arange(past + g, device=mel.device)[None, None, :] < (state.length[:, None, None] + g)
+        visible = additive_mask(visible, x.dtype)
         index = positions[:, :, None].expand(b, g, self.d_model)
         past_keys, past_values = state.keys[:, :, :past], state.values[:, :, :past]  # sliced once for every layer
         new_keys, new_values = [], []

@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..contract import StateSpec
@@ -22,14 +21,12 @@ from ..contract import StateSpec
 MASKED_SCORE = -10000.0
 
 
-def masked_attention(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
-    """``scaled_dot_product_attention`` with a boolean ``mask`` (True: may attend) passed as an additive mask in
-    ``q``'s dtype: the same result in torch, but an fp16 step exports as fp16. ONNX's attention turns a boolean
-    mask into fp32 constants, which promote every later tensor of an fp16 graph to fp32 (and leave LayerNorms
-    with mixed types that ONNX Runtime refuses)."""
-    if mask is not None and mask.dtype == torch.bool:
-        mask = torch.zeros(mask.shape, dtype=q.dtype, device=q.device).masked_fill(~mask, float("-inf"))
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+def additive_mask(allowed: Tensor, dtype: torch.dtype) -> Tensor:
+    """A boolean attention mask (True: may attend) as the additive mask ``scaled_dot_product_attention`` takes,
+    in the activations' ``dtype``: the same result in torch, but an fp16 step exports as fp16. Given a boolean
+    mask, ONNX's attention makes fp32 constants, which promote every later tensor of an fp16 graph to fp32
+    (and leave LayerNorms with mixed types that ONNX Runtime refuses). Build it once per call, not per layer."""
+    return torch.zeros(allowed.shape, dtype=dtype, device=allowed.device).masked_fill(~allowed, float("-inf"))
 
 
 def relative_sinusoids(distances: Tensor, d_model: int) -> Tensor:
