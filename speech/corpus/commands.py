@@ -56,6 +56,18 @@ def _real(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tts_pack(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .tts_pack import build_tts_pack
+
+    info = build_tts_pack(Path(args.out), seed=args.seed)
+    rows = [[name, v["source"], v["hours"], v["utterances"]] for name, v in info["summary"].items()]
+    print(table(["voice", "source", "hours", "utts"], rows))
+    print(f"{info['hours']:.2f} h, {info['bytes'] / 2**20:.1f} MiB of mels, wrote {args.out}")
+    return 0
+
+
 def _check_alignments(args: argparse.Namespace) -> int:
     from .align import check_alignments
 
@@ -131,5 +143,10 @@ def add_corpus(subparsers) -> None:
     w.add_argument("--synth-manifest", default="corpora/synth/manifest.jsonl",
                    help="where the synthetic utterances' written text is (extra.written)")
     w.set_defaults(func=_clear_errors(_whisper_labels))
+
+    t = which.add_parser("tts-pack", help="the TTS training set: phoneme ids + 8-bit HiFi-GAN mels per voice")
+    t.add_argument("--out", default="corpora/ttspack")
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=_clear_errors(_tts_pack))
 
 

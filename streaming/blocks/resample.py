@@ -7,7 +7,6 @@ out) rather than an exportable step; it runs before the first lane of a session.
 from __future__ import annotations
 
 import numpy as np
-import soxr
 
 
 class StreamingResampler:
@@ -18,6 +17,8 @@ class StreamingResampler:
             raise ValueError(f"sample rates must be positive, got {in_rate} -> {out_rate}")
         self.in_rate, self.out_rate = in_rate, out_rate
         self._passthrough = in_rate == out_rate
+        import soxr  # imported here: training machines import streaming.blocks without it
+
         self._stream = None if self._passthrough else soxr.ResampleStream(in_rate, out_rate, 1, "float32", quality)
 
     def process(self, chunk: np.ndarray, last: bool = False) -> np.ndarray:
