@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -56,7 +56,6 @@ class AcousticConfig:
     chunk_sizes: tuple[int, ...] = (1, 8, 16, 32, 64)
     sigma_min: float = 1e-4
     condition_dropout: float = 0.2
-    extra: dict = field(default_factory=dict)
 
     @property
     def text_reach(self) -> int:

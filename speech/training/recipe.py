@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import math
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -37,3 +40,19 @@ def warmup_cosine(step: int, lr: float, warmup_steps: int, total_steps: int, min
         return lr * (step + 1) / warmup_steps
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * progress))
+
+
+def recipe_main(prog: str, description: str, cls: type[Config], run: Callable[[Config], object],
+                argv: list[str] | None, example: str) -> int:
+    """``speech train NAME --config YAML [--set KEY=VALUE ...]``: a bad recipe ends in one line and status 2."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--config", required=True, help=f"YAML recipe, e.g. {example}")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="any recipe key, value in YAML")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_recipe(cls, args.config, args.set)
+    except (OSError, ValueError, TypeError) as error:
+        print(f"{prog}: {error}", file=sys.stderr)
+        return 2
+    run(cfg)
+    return 0

@@ -22,7 +22,7 @@ import torch
 from tts.acoustic import AcousticConfig, AcousticModel
 
 from ..corpus.tts_pack import load_tts_pack
-from .recipe import load_recipe, warmup_cosine
+from .recipe import recipe_main, warmup_cosine
 
 
 @dataclass
@@ -177,20 +177,7 @@ def run(cfg: TTSTrainConfig) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="speech train tts", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", required=True, help="YAML recipe, e.g. configs/tts.yaml")
-    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="any recipe key, value in YAML (e.g. out=runs/tts minutes=2)")
-    args = parser.parse_args(argv)
-    try:
-        cfg = load_recipe(TTSTrainConfig, args.config, args.set)
-    except (OSError, ValueError, TypeError) as error:
-        print(f"speech train tts: {error}", file=sys.stderr)
-        return 2
-    run(cfg)
-    return 0
+    return recipe_main("speech train tts", __doc__.split("\n\n")[0], TTSTrainConfig, run, argv, "configs/tts.yaml")
 
 
 if __name__ == "__main__":
