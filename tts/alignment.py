@@ -1,13 +1,18 @@
 """Monotonic alignment search (Glow-TTS): the most likely monotonic, non-skipping phoneme-to-frame path.
 
-Vectorised over the batch and the phonemes, looping over frames, so it runs on the GPU without a compiled
-extension; it costs about two small kernels per frame, forward and back.
+On CUDA with Triton (which ships with CUDA builds of torch) it runs as one kernel
+(``alignment_triton``); elsewhere as a torch loop over frames, vectorised over the batch and the phonemes,
+which costs about a dozen small kernels per frame on a GPU.
 """
 
 from __future__ import annotations
 
+import importlib.util
+
 import torch
 from torch import Tensor
+
+HAS_TRITON = importlib.util.find_spec("triton") is not None
 
 
 @torch.no_grad()
@@ -16,6 +21,16 @@ def monotonic_alignment(log_p: Tensor, n_phonemes: Tensor, n_frames: Tensor) -> 
 
     Every frame belongs to one phoneme, phonemes appear in order, each for at least one frame; frame 0 is
     phoneme 0 and the last frame the last phoneme. Needs ``n_frames >= n_phonemes`` per item."""
+    if log_p.is_cuda and HAS_TRITON:
+        from .alignment_triton import monotonic_alignment_triton
+
+        return monotonic_alignment_triton(log_p, n_phonemes, n_frames)
+    return monotonic_alignment_loop(log_p, n_phonemes, n_frames)
+
+
+@torch.no_grad()
+def monotonic_alignment_loop(log_p: Tensor, n_phonemes: Tensor, n_frames: Tensor) -> Tensor:
+    """``monotonic_alignment`` as a torch loop over frames (any device; the reference of the kernel)."""
     batch, n_max, t_max = log_p.shape
     device = log_p.device
     neg = torch.finfo(log_p.dtype).min / 4

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from tts.acoustic import AcousticConfig, AcousticModel
+from tts.acoustic import AcousticConfig, AcousticModel, load_acoustic
 
 from ..corpus.tts_pack import load_tts_pack
 from .recipe import recipe_main, warmup_cosine
@@ -42,6 +42,7 @@ class TTSTrainConfig:
     bf16: bool = True
     seed: int = 0
     model: dict | None = None  # AcousticConfig overrides (e.g. {blocks: 4})
+    init: str | None = None  # a trained model directory to start from (fine-tuning); ignored on resume
 
 
 class PackBatches:
@@ -129,6 +130,9 @@ def run(cfg: TTSTrainConfig) -> dict:
         optim.load_state_dict(saved["optim"])
         step, epoch, history = saved["step"], saved["epoch"], saved["history"]
         print(f"resumed at step {step}, epoch {epoch}", file=sys.stderr)
+    elif cfg.init:
+        model.load_state_dict(load_acoustic(cfg.init).state_dict())
+        print(f"started from the weights of {cfg.init}", file=sys.stderr)
     print(f"acoustic model {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, "
           f"{len(data.train)} training utterances ({data.info['hours']:.2f} h), device {device}", file=sys.stderr)
     from tqdm import tqdm
