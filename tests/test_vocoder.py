@@ -1,6 +1,6 @@
 """The streaming HiFi-GAN vocoder: the universal weights load and resynthesise real speech, streaming equals
 offline over random chunkings (first chunk, seams and flushed end included), no clicks at seams, and the
-lookahead it uses is the smallest that is exact."""
+delay it adds is the network's right receptive field, which bounds the measured one."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def stream(step: VocoderStep, mel: torch.Tensor, chunk: int, seed: int) -> tuple
         at += n
     pieces.append(vocoder.finish())
     audio = np.concatenate(pieces)
-    seams = list(range(chunk * HOP - step.lookahead * HOP, len(audio), chunk * HOP))
+    seams = list(range(chunk * HOP - step.output_delay, len(audio), chunk * HOP))
     return audio, seams
 
 
@@ -83,9 +83,9 @@ def test_short_signals_are_exact_too(generator, mel, frames):
     assert np.abs(audio - vocode_offline(generator, piece)).max() <= 1e-4
 
 
-def test_the_lookahead_is_the_smallest_exact_one(generator, mel, offline):
-    """The receptive field from the layer geometry bounds the measured one; one frame less lookahead than the
-    step uses, or less left context, is no longer exact."""
+def test_the_delay_is_the_right_receptive_field(generator):
+    """Each layer emits as soon as its output is determined, so the whole step delays audio by the right
+    receptive field from the layer geometry, which bounds the one a perturbation measures."""
     left, right = generator.receptive_field()
     probe = torch.full((80, 64), -6.0)
     with torch.inference_mode():
@@ -94,10 +94,7 @@ def test_the_lookahead_is_the_smallest_exact_one(generator, mel, offline):
         changed = torch.nonzero((generator(probe[None])[0] - base).abs() > 1e-6)[:, 0]
     measured_right, measured_left = 32 - changed.min().item() / HOP, changed.max().item() / HOP - 33
     assert 0 < measured_left <= left and 0 < measured_right <= right, (measured_left, measured_right, left, right)
-    step = VocoderStep(generator)
-    for short in (VocoderStep(generator, lookahead=step.lookahead - 2), VocoderStep(generator, left=step.left - 3)):
-        audio, _ = stream(short, mel, 8, seed=1)
-        assert np.abs(audio - offline).max() > 1e-4
+    assert VocoderStep(generator).output_delay == right * HOP
 
 
 def test_no_clicks_at_seams(generator, mel, offline):

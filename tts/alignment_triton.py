@@ -12,7 +12,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-_UNREACHABLE = -1.0e9  # far below any reachable path score, and far from float32's limit after 10^4 frames
+_UNREACHABLE = tl.constexpr(-1.0e9)  # far below any reachable path score, and far from float32's limit after 10^4 frames
 
 
 @triton.jit
