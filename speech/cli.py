@@ -99,6 +99,18 @@ def _bench_serve(args: argparse.Namespace) -> int:
     return _reported("bench serve", lambda: serve.main(cfg, args.json), RuntimeError)
 
 
+def _bench_tts(args: argparse.Namespace) -> int:
+    from .bench import tts
+    from .corpus.voices.base import EngineUnavailable
+    from .judges.whisper import JudgeUnavailable
+
+    cfg = tts.TtsBenchConfig(args.sentences, args.model, args.voice, args.steps, args.solver, args.guidance,
+                             args.chunk, args.vocoder_chunk, tuple(args.peers), not args.no_judge, args.device,
+                             **({"threads": args.threads} if args.threads else {}))
+    return _reported("bench tts", lambda: tts.main(cfg, args.json), ValueError, FileNotFoundError,
+                     ModuleNotFoundError, EngineUnavailable, JudgeUnavailable)
+
+
 def _add_bench(subparsers) -> None:
     bench = subparsers.add_parser("bench", help="latency, throughput and quality benchmarks (table + JSON)")
     which = bench.add_subparsers(dest="bench", metavar="BENCHMARK", required=True)
@@ -193,6 +205,27 @@ def _add_bench(subparsers) -> None:
     sv.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32", help="the ONNX files' (fp32)")
     sv.add_argument("--json", default="bench-results/serve.json")
     sv.set_defaults(func=_bench_serve)
+
+    from .bench.tts import TtsBenchConfig
+
+    d = TtsBenchConfig()
+    tt = which.add_parser("tts", help="time to first audio, RTF and WER of our streaming TTS vs Piper and Kokoro",
+                          description="The same held-out sentences through each system, one stream at a time.")
+    tt.add_argument("--sentences", type=int, default=d.sentences, help=f"held-out sentences ({d.sentences})")
+    tt.add_argument("--model", help="our TTS model directory (default: the shipped one)")
+    tt.add_argument("--voice", default=d.voice, help=f"our voice ({d.voice})")
+    tt.add_argument("--steps", type=int, default=d.steps, help=f"our solver steps ({d.steps})")
+    tt.add_argument("--solver", choices=["euler", "midpoint"], default=d.solver)
+    tt.add_argument("--guidance", type=float, default=d.guidance, help="classifier-free guidance weight (0)")
+    tt.add_argument("--chunk", type=int, default=d.chunk, help=f"flow-step frames ({d.chunk})")
+    tt.add_argument("--vocoder-chunk", type=int, default=d.vocoder_chunk, help=f"vocoder-step frames ({d.vocoder_chunk})")
+    tt.add_argument("--peers", nargs="*", choices=["piper", "kokoro"], default=list(d.peers),
+                    help="the peers to run (piper kokoro; none: ours only)")
+    tt.add_argument("--no-judge", action="store_true", help="skip the Whisper judge (WER)")
+    tt.add_argument("--device", default="cpu", help="where ours runs (cpu; cuda for its GPU time to first audio)")
+    tt.add_argument("--threads", type=int, help="torch and onnxruntime threads (default: every core)")
+    tt.add_argument("--json", default="bench-results/tts.json")
+    tt.set_defaults(func=_bench_tts)
 
 
 RECIPES = {  # speech train NAME -> (module under speech.training, help)

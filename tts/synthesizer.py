@@ -54,6 +54,7 @@ class TextWindow:
         self.ids: list[int] = []  # from absolute position `base`
         self.base = 0
         self.committed = 0
+        self.device = next(model.parameters()).device
 
     def push(self, ids: list[int]) -> Tensor:
         self.ids += ids
@@ -66,12 +67,13 @@ class TextWindow:
     def _commit(self, end: int, final: bool) -> Tensor:
         n_mels = self.model.cfg.n_mels
         if end <= self.committed:
-            return torch.zeros(n_mels, 0)
+            return torch.zeros(n_mels, 0, device=self.device)
         start = max(0, self.committed - self.reach)
         stop = self.base + len(self.ids) if final else end + self.reach
         window = self.ids[start - self.base : stop - self.base]
-        mu, log_d = self.model.encoder(torch.tensor([window]), torch.tensor([self.speaker]),
-                                       torch.tensor([[0, len(window)]]))
+        mu, log_d = self.model.encoder(torch.tensor([window], device=self.device),
+                                       torch.tensor([self.speaker], device=self.device),
+                                       torch.tensor([[0, len(window)]], device=self.device))
         take = slice(self.committed - start, end - start)
         frames = expand(mu[0][:, take], durations_from_log(log_d[0][take], self.length_scale))
         self.committed = end
@@ -91,11 +93,12 @@ class StreamingSynthesizer:
         self.speaker = voice_index(model, voice)
         self.frontend = IncrementalFrontEnd()
         self.text = TextWindow(model, self.speaker, length_scale)
-        self.flow = FlowStep(model, settings)
-        self.flow_state = self.flow.initial_state(1)
+        self.device = next(model.parameters()).device  # the model's: CPU, or a GPU
+        self.flow = FlowStep(model, settings).to(self.device)
+        self.flow_state = self.flow.initial_state(1, self.device)
         self.vocoder = StreamingVocoder(VocoderStep(vocoder), chunk=vocoder_chunk)
         self.chunk = settings.chunk
-        self.pending = torch.zeros(model.cfg.n_mels, 0)
+        self.pending = torch.zeros(model.cfg.n_mels, 0, device=self.device)
 
     def push(self, text: str) -> Iterator[np.ndarray]:
         """Text as it arrives (any split: characters, tokens, words); yields the audio final now, a chunk
@@ -119,12 +122,12 @@ class StreamingSynthesizer:
     def _run(self, final: bool) -> Iterator[np.ndarray]:
         while self.pending.shape[-1] >= self.chunk or (final and self.pending.shape[-1] > 0):
             valid = min(self.chunk, self.pending.shape[-1])
-            mu = torch.zeros(self.pending.shape[0], self.chunk)
+            mu = torch.zeros(self.pending.shape[0], self.chunk, device=self.device)
             mu[:, :valid] = self.pending[:, :valid]
             self.pending = self.pending[:, valid:]
             out, self.flow_state = self.flow.step(
-                {"mu": mu[None], "valid": torch.tensor([valid]), "speaker": torch.tensor([self.speaker])},
-                self.flow_state)
+                {"mu": mu[None], "valid": torch.tensor([valid], device=self.device),
+                 "speaker": torch.tensor([self.speaker], device=self.device)}, self.flow_state)
             mel = out["mel"][0, :, :valid]
             if self.on_mel is not None:
                 self.on_mel(mel)

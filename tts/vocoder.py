@@ -31,15 +31,18 @@ NOT_ENDED = 2**40  # "the signal has not ended yet" as a frame count (any real s
 
 
 class _Signal:
-    """New samples of one signal inside a step: ``x [B, C, n]`` whose first sample is at ``start [B]`` (in
-    samples at ``rate`` per mel frame, relative to the stream's beginning)."""
+    """New samples ``x [B, C, n]`` of one signal inside a step, at ``rate`` samples per mel frame, ``delay``
+    samples behind the stream's input: the first is at time ``received * rate - delay``."""
 
-    def __init__(self, x: Tensor, start: Tensor, rate: int) -> None:
-        self.x, self.start, self.rate = x, start, rate
+    def __init__(self, x: Tensor, delay: int, rate: int) -> None:
+        self.x, self.delay, self.rate = x, delay, rate
 
-    def inside(self, end: Tensor) -> Tensor:
+    def like(self, x: Tensor) -> _Signal:
+        return _Signal(x, self.delay, self.rate)
+
+    def inside(self, received: Tensor, end: Tensor) -> Tensor:
         """``[B, 1, n]``: 1 where the sample lies inside the signal (the rest is the offline zero padding)."""
-        t = self.start[:, None] + torch.arange(self.x.shape[-1], device=self.x.device)[None]
+        t = received[:, None] * self.rate - self.delay + torch.arange(self.x.shape[-1], device=self.x.device)[None]
         return ((t >= 0) & (t < end[:, None] * self.rate))[:, None].to(self.x.dtype)
 
 
@@ -57,9 +60,11 @@ class VocoderStep(StepFunction):
         self.n_mels = generator.cfg.n_mels
         self._caches: list[StateSpec] = []
         self._trace = True  # a first pass over one frame records the caches' shapes and the total delay
-        probe = _Signal(torch.zeros(1, self.n_mels, 1), torch.zeros(1, dtype=torch.long), 1)
+        device = next(generator.parameters()).device
+        probe = _Signal(torch.zeros(1, self.n_mels, 1, device=device), 0, 1)
+        zero, one = torch.zeros(1, dtype=torch.long, device=device), torch.ones(1, dtype=torch.long, device=device)
         with torch.no_grad():
-            self.output_delay = -int(self._network(probe, torch.ones(1, dtype=torch.long), {}, {}).start[0])
+            self.output_delay = self._network(probe, zero, one, {}, {}).delay
         self._trace = False
 
     @property
@@ -81,38 +86,38 @@ class VocoderStep(StepFunction):
         received = state["received"]
         end = torch.where((valid < chunk) & (state["end"] == NOT_ENDED), received + valid, state["end"])
         next_state = {"received": received + chunk, "end": end}
-        audio = self._network(_Signal(mel, received, 1), end, state, next_state)
-        samples = torch.clamp(end * self.hop - audio.start, 0, chunk * self.hop)  # after the end: silence
+        audio = self._network(_Signal(mel, 0, 1), received, end, state, next_state)
+        first = received * self.hop - audio.delay
+        samples = torch.clamp(end * self.hop - first, 0, chunk * self.hop)  # after the end: silence
         return {"audio": audio.x[:, 0], "samples": samples}, next_state
 
     # The network, layer by layer, on the new samples of each signal. ``state`` holds each cache as it was,
     # ``next_state`` receives it as it will be; names follow the generator's parameters.
 
-    def _network(self, mel: _Signal, end: Tensor, state: Tensors, next_state: Tensors) -> _Signal:
+    def _network(self, mel: _Signal, received: Tensor, end: Tensor, state: Tensors, next_state: Tensors) -> _Signal:
         g = self.generator
-        x = self._conv("conv_pre", g.conv_pre, mel, end, state, next_state)
+        io = (received, end, state, next_state)
+        x = self._conv("conv_pre", g.conv_pre, mel, *io)
         kernels = len(g.cfg.resblock_kernels)
         for i, up in enumerate(g.ups):
-            x = self._up(f"ups.{i}", up, _Signal(F.leaky_relu(x.x, LRELU_SLOPE), x.start, x.rate), end, state,
-                         next_state)
-            branches = [self._resblock(f"resblocks.{j}", g.resblocks[j], x, end, state, next_state)
-                        for j in range(i * kernels, (i + 1) * kernels)]
-            latest = min(int(b.start[0] - x.start[0]) for b in branches)  # the most delayed branch
-            aligned = [self._delay(f"resblocks.{j}.align", b, int(b.start[0] - x.start[0]) - latest, state,
-                                   next_state) for j, b in zip(range(i * kernels, (i + 1) * kernels), branches)]
-            x = _Signal(sum(b.x for b in aligned) / kernels, aligned[0].start, x.rate)
-        x = self._conv("conv_post", g.conv_post, _Signal(F.leaky_relu(x.x), x.start, x.rate), end, state,
-                       next_state)
-        return _Signal(torch.tanh(x.x), x.start, x.rate)
+            x = self._up(f"ups.{i}", up, x.like(F.leaky_relu(x.x, LRELU_SLOPE)), *io)
+            blocks = range(i * kernels, (i + 1) * kernels)
+            branches = [self._resblock(f"resblocks.{j}", g.resblocks[j], x, *io) for j in blocks]
+            latest = max(b.delay for b in branches)
+            aligned = [self._delay(f"resblocks.{j}.align", b, latest - b.delay, state, next_state)
+                       for j, b in zip(blocks, branches)]
+            x = aligned[0].like(sum(b.x for b in aligned) / kernels)
+        x = self._conv("conv_post", g.conv_post, x.like(F.leaky_relu(x.x)), *io)
+        return x.like(torch.tanh(x.x))
 
-    def _resblock(self, name: str, block, x: _Signal, end: Tensor, state: Tensors, next_state: Tensors) -> _Signal:
+    def _resblock(self, name: str, block, x: _Signal, received: Tensor, end: Tensor, state: Tensors,
+                  next_state: Tensors) -> _Signal:
+        io = (received, end, state, next_state)
         for k, (c1, c2) in enumerate(zip(block.convs1, block.convs2)):
-            h = self._conv(f"{name}.convs1.{k}", c1, _Signal(F.leaky_relu(x.x, LRELU_SLOPE), x.start, x.rate),
-                           end, state, next_state)
-            h = self._conv(f"{name}.convs2.{k}", c2, _Signal(F.leaky_relu(h.x, LRELU_SLOPE), h.start, h.rate),
-                           end, state, next_state)
-            skip = self._delay(f"{name}.skip.{k}", x, int(x.start[0] - h.start[0]), state, next_state)
-            x = _Signal(skip.x + h.x, h.start, h.rate)
+            h = self._conv(f"{name}.convs1.{k}", c1, x.like(F.leaky_relu(x.x, LRELU_SLOPE)), *io)
+            h = self._conv(f"{name}.convs2.{k}", c2, h.like(F.leaky_relu(h.x, LRELU_SLOPE)), *io)
+            skip = self._delay(f"{name}.skip.{k}", x, h.delay - x.delay, state, next_state)
+            x = h.like(skip.x + h.x)
         return x
 
     def _cached(self, name: str, x: Tensor, keep: int, state: Tensors, next_state: Tensors) -> Tensor:
@@ -126,25 +131,26 @@ class VocoderStep(StepFunction):
         next_state[name] = both[..., both.shape[-1] - keep :]
         return both
 
-    def _conv(self, name: str, conv, x: _Signal, end: Tensor, state: Tensors, next_state: Tensors) -> _Signal:
+    def _conv(self, name: str, conv, x: _Signal, received: Tensor, end: Tensor, state: Tensors,
+              next_state: Tensors) -> _Signal:
         pad = conv.padding[0]
-        both = self._cached(name, x.x * x.inside(end), 2 * pad, state, next_state)
-        y = F.conv1d(both, conv.weight, conv.bias, dilation=conv.dilation[0])
-        return _Signal(y, x.start - pad, x.rate)
+        both = self._cached(name, x.x * x.inside(received, end), 2 * pad, state, next_state)
+        return _Signal(F.conv1d(both, conv.weight, conv.bias, dilation=conv.dilation[0]), x.delay + pad, x.rate)
 
-    def _up(self, name: str, up, x: _Signal, end: Tensor, state: Tensors, next_state: Tensors) -> _Signal:
+    def _up(self, name: str, up, x: _Signal, received: Tensor, end: Tensor, state: Tensors,
+            next_state: Tensors) -> _Signal:
         stride, kernel, pad = up.stride[0], up.kernel_size[0], up.padding[0]
         history = math.ceil((kernel - 1) / stride)  # earlier inputs that reach the new outputs
-        both = self._cached(name, x.x * x.inside(end), history, state, next_state)
+        both = self._cached(name, x.x * x.inside(received, end), history, state, next_state)
         y = F.conv_transpose1d(both, up.weight, up.bias, stride=stride)
         n = x.x.shape[-1]
-        return _Signal(y[..., history * stride : (history + n) * stride], x.start * stride - pad, x.rate * stride)
+        return _Signal(y[..., history * stride : (history + n) * stride], x.delay * stride + pad, x.rate * stride)
 
     def _delay(self, name: str, x: _Signal, samples: int, state: Tensors, next_state: Tensors) -> _Signal:
         if samples == 0:
             return x
         both = self._cached(name, x.x, samples, state, next_state)
-        return _Signal(both[..., : x.x.shape[-1]], x.start - samples, x.rate)
+        return _Signal(both[..., : x.x.shape[-1]], x.delay + samples, x.rate)
 
 
 class StreamingVocoder:
@@ -153,23 +159,25 @@ class StreamingVocoder:
 
     def __init__(self, step: VocoderStep, chunk: int = 16) -> None:
         self.step, self.chunk = step, chunk
-        self.state = step.initial_state(1)
-        self.pending = torch.zeros(step.n_mels, 0)
+        self.device = next(step.generator.parameters()).device  # the generator's: CPU, or a GPU
+        self.state = step.initial_state(1, self.device)
+        self.pending = torch.zeros(step.n_mels, 0, device=self.device)
         self.to_drop = step.output_delay
         self.emitted = 0
 
     def _run(self, mel: Tensor, valid: int) -> np.ndarray:
         with torch.inference_mode():
-            out, self.state = self.step.step({"mel": mel[None], "valid": torch.tensor([valid])}, self.state)
+            out, self.state = self.step.step({"mel": mel[None], "valid": torch.tensor([valid], device=self.device)},
+                                             self.state)
         audio = out["audio"][0, : int(out["samples"][0])]
         dropped = min(self.to_drop, audio.shape[0])
         self.to_drop -= dropped
         self.emitted += audio.shape[0] - dropped
-        return audio[dropped:].numpy()
+        return audio[dropped:].cpu().numpy()
 
     def push(self, mel: Tensor) -> np.ndarray:
         """Mel frames ``[n_mels, T]`` (natural-log magnitude, as HiFi-GAN's training); returns new audio."""
-        self.pending = torch.cat([self.pending, mel.to(torch.float32)], dim=-1)
+        self.pending = torch.cat([self.pending, mel.to(self.device, torch.float32)], dim=-1)
         pieces = []
         while self.pending.shape[-1] >= self.chunk:
             pieces.append(self._run(self.pending[:, : self.chunk], self.chunk))
@@ -177,14 +185,14 @@ class StreamingVocoder:
         return np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
 
     def finish(self) -> np.ndarray:
-        """The rest: the pending frames and the audio still delayed inside the network."""
+        """The rest: the pending frames and the audio still delayed inside the network, in one step of just
+        the frames that needs (the step takes any chunk length)."""
         valid = self.pending.shape[-1]
-        pad = torch.zeros(self.step.n_mels, self.chunk - valid)
-        pieces = [self._run(torch.cat([self.pending, pad], dim=-1), valid)]
-        self.pending = torch.zeros(self.step.n_mels, 0)
-        while self.emitted < int(self.state["end"][0]) * self.step.hop:
-            pieces.append(self._run(torch.zeros(self.step.n_mels, self.chunk), 0))
-        return np.concatenate(pieces)
+        flush = math.ceil(self.step.output_delay / self.step.hop)
+        mel = torch.cat([self.pending, torch.zeros(self.step.n_mels, flush, device=self.device)], dim=-1)
+        audio = self._run(mel, valid)
+        self.pending = mel[:, :0]
+        return audio
 
 
 def vocode_offline(generator: HifiGan, mel: Tensor) -> np.ndarray:

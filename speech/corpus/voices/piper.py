@@ -57,3 +57,10 @@ class PiperEngine(Engine):
         audio = np.concatenate(chunks).astype(np.float32)
         timed = phoneme_word_times(words_of(text), lambda w: "".join("".join(p) for p in piper.phonemize(w)), timeline)
         return Rendered(audio, rate, word_spans(text, timed, len(audio) / rate))
+
+
+def speak_chunks(text: str):
+    """Piper's audio (22.05 kHz) of ``text``, a sentence at a time, with its default sampling noise (a peer of
+    our TTS in `speech bench tts`)."""
+    for chunk in _voice().synthesize(text):
+        yield chunk.audio_float_array

@@ -1,0 +1,150 @@
+"""`speech bench tts`: time to first audio, real-time factor and intelligibility of our streaming TTS against
+Piper `joe` (VITS, piper-tts) and Kokoro-82M int8 (English through espeak-ng IPA), on the same held-out
+sentences, one stream at a time, on this machine.
+
+Time to first audio: from handing a system the sentence (its first word is there; ours would start as well
+with only four words) to the first audio it returns. Ours streams: the front end commits words, the flow
+step makes 16-frame mel chunks, the vocoder step emits audio after its first 32 frames; Piper returns a
+sentence at a time and Kokoro the whole utterance. RTF: synthesis time over audio duration. WER: the
+Whisper base judge (faster-whisper) on the audio resampled to 16 kHz; its transcript goes through our TTS
+text normaliser (digits, times and dates to words, as the spoken-form references are) and then asr.text's.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from .report import table, write_json
+
+TARGET_TTFA_MS, TARGET_RTF, TARGET_WER = 150.0, 0.3, 5.0
+
+
+@dataclass(frozen=True)
+class TtsBenchConfig:
+    sentences: int = 50
+    model: str | None = None  # our model directory (default: the shipped one)
+    voice: str = "lj"
+    steps: int = 4
+    solver: str = "euler"
+    guidance: float = 0.0
+    chunk: int = 16
+    vocoder_chunk: int = 32
+    peers: tuple[str, ...] = ("piper", "kokoro")
+    judge: bool = True  # WER by the Whisper base judge
+    device: str = "cpu"  # ours only: 'cuda' measures our time to first audio on a GPU
+    threads: int = field(default_factory=torch.get_num_threads)
+
+
+@dataclass
+class System:
+    name: str
+    sample_rate: int
+    speak: Callable[[str], Iterator[np.ndarray]]  # audio chunks as they are ready
+
+
+def _ours(cfg: TtsBenchConfig) -> System:
+    from tts.flow_step import SolverSettings
+    from tts.synthesizer import StreamingSynthesizer
+
+    from ..say import load_tts
+
+    model, vocoder = load_tts(cfg.model)
+    device = torch.device(cfg.device)
+    model, vocoder = model.to(device), vocoder.to(device)
+    settings = SolverSettings(steps=cfg.steps, solver=cfg.solver, guidance=cfg.guidance, chunk=cfg.chunk)
+
+    def speak(text: str) -> Iterator[np.ndarray]:
+        synthesizer = StreamingSynthesizer(model, vocoder, settings, cfg.voice, vocoder_chunk=cfg.vocoder_chunk)
+        yield from synthesizer.push(text)
+        yield from synthesizer.finish()
+
+    name = f"ours ({cfg.voice}, {cfg.steps} {cfg.solver} steps, {cfg.chunk}-frame chunks, {cfg.device})"
+    return System(name, vocoder.cfg.sample_rate, speak)
+
+
+def _piper(cfg: TtsBenchConfig) -> System:
+    from ..corpus.voices.piper import speak_chunks
+
+    return System("Piper joe (medium, onnxruntime)", 22050, speak_chunks)
+
+
+def _kokoro(cfg: TtsBenchConfig) -> System:
+    from ..corpus.voices.kokoro import SAMPLE_RATE, speak_text
+
+    return System("Kokoro-82M int8 (jf_alpha, onnxruntime)", SAMPLE_RATE,
+                  lambda text: iter([speak_text(text, threads=cfg.threads)]))
+
+
+PEERS = {"piper": _piper, "kokoro": _kokoro}
+
+
+def measure(system: System, text: str) -> tuple[float, float, np.ndarray]:
+    """``(time to first audio s, synthesis time s, audio)`` of one sentence."""
+    start = time.perf_counter()
+    first, pieces = None, []
+    for piece in system.speak(text):
+        if first is None and len(piece):
+            first = time.perf_counter() - start
+        pieces.append(piece)
+    total = time.perf_counter() - start
+    return first if first is not None else total, total, np.concatenate(pieces).astype(np.float32)
+
+
+def judge_wer(references: list[str], audios: list[np.ndarray], rate: int) -> float:
+    from asr.text import wer
+    from tts.normalize import normalize
+
+    from ..audio import resample
+    from ..judges.whisper import transcribe
+
+    hypotheses = [normalize(transcribe(resample(a, rate, 16000).astype(np.float32))[0]) for a in audios]
+    return 100 * wer(references, hypotheses)
+
+
+def run_system(system: System, sentences: list[str], judge: bool) -> dict:
+    measure(system, sentences[0])  # warm-up: first calls allocate and load lazily
+    first, total, audios = [], [], []
+    for text in sentences:
+        f, t, audio = measure(system, text)
+        first.append(f)
+        total.append(t)
+        audios.append(audio)
+    seconds = sum(len(a) for a in audios) / system.sample_rate
+    result = {"ttfa_p50_ms": 1000 * statistics.median(first), "ttfa_p90_ms": 1000 * float(np.percentile(first, 90)),
+              "rtf": sum(total) / seconds, "audio_s": seconds,
+              "wer": judge_wer(sentences, audios, system.sample_rate) if judge else None}
+    print(f"{system.name}: TTFA p50 {result['ttfa_p50_ms']:.0f} ms, RTF {result['rtf']:.3f}"
+          + (f", WER {result['wer']:.1f}%" if judge else ""), file=sys.stderr, flush=True)
+    return result
+
+
+def main(cfg: TtsBenchConfig, json_path: str) -> dict:
+    from ..corpus.text import heldout_sentences
+
+    torch.set_num_threads(cfg.threads)
+    sentences = heldout_sentences()[: cfg.sentences]
+    systems = [_ours(cfg)] + [PEERS[name](cfg) for name in cfg.peers]
+    results = {s.name: run_system(s, sentences, cfg.judge) for s in systems}
+    ours = results[systems[0].name]
+    rows = [[name, r["ttfa_p50_ms"], r["ttfa_p90_ms"], r["rtf"], "-" if r["wer"] is None else r["wer"]]
+            for name, r in results.items()]
+    print(f"{len(sentences)} held-out sentences (speech/corpus/heldout.txt), one stream, {cfg.threads} threads; "
+          "WER by the Whisper base judge (TTS normaliser on its transcript)")
+    print(table(["system", "TTFA p50 ms", "TTFA p90 ms", "RTF", "WER %"], rows))
+    targets = {"ttfa_ms": ours["ttfa_p50_ms"] <= TARGET_TTFA_MS, "rtf": ours["rtf"] <= TARGET_RTF}
+    for name, r in results.items():
+        if name != systems[0].name:
+            targets[f"ttfa <= 1/3 of {name}"] = ours["ttfa_p50_ms"] <= r["ttfa_p50_ms"] / 3
+    if cfg.judge:
+        targets["wer"] = ours["wer"] <= TARGET_WER
+    print("targets: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in targets.items()))
+    write_json(json_path, "tts", asdict(cfg), {"systems": results, "targets": targets,
+                                               "sentences": len(sentences)})
+    return results
