@@ -23,6 +23,8 @@ _IDS = itertools.count(1)
 
 
 class AsrSession:
+    task = "asr"
+
     def __init__(self, request: StartRequest, engine: AsrEngine, metrics: ServiceMetrics | None = None) -> None:
         self.id = f"s{next(_IDS)}"
         self.request, self.engine, self.metrics = request, engine, metrics
@@ -66,6 +68,9 @@ class AsrSession:
 
     def cancel(self) -> None:
         self.live.cancel()
+
+    def summary(self) -> dict[str, Any]:
+        return {"audio_s": round(self.samples_in / self.request.sample_rate, 3), "segments": self.finals}
 
     def _messages(self, events: list[Hypothesis]) -> list[dict[str, Any]]:
         self.finals += sum(e.final for e in events)

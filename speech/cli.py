@@ -105,7 +105,8 @@ def _bench_tts(args: argparse.Namespace) -> int:
     from .judges.whisper import JudgeUnavailable
 
     cfg = tts.TtsBenchConfig(args.sentences, args.model, args.voice, args.steps, args.solver, args.guidance,
-                             args.chunk, args.vocoder_chunk, tuple(args.peers), not args.no_judge, args.device,
+                             args.chunk, args.vocoder_chunk, tuple(args.peers), not args.no_judge, args.long_minutes,
+                             args.device,
                              **({"threads": args.threads} if args.threads else {}))
     return _reported("bench tts", lambda: tts.main(cfg, args.json), ValueError, FileNotFoundError,
                      ModuleNotFoundError, EngineUnavailable, JudgeUnavailable)
@@ -222,6 +223,8 @@ def _add_bench(subparsers) -> None:
     tt.add_argument("--peers", nargs="*", choices=["piper", "kokoro"], default=list(d.peers),
                     help="the peers to run (piper kokoro; none: ours only)")
     tt.add_argument("--no-judge", action="store_true", help="skip the Whisper judge (WER)")
+    tt.add_argument("--long-minutes", type=float, default=d.long_minutes,
+                    help=f"the long word-by-word stream, minutes of audio ({d.long_minutes:g}; 0 skips it)")
     tt.add_argument("--device", default="cpu", help="where ours runs (cpu; cuda for its GPU time to first audio)")
     tt.add_argument("--threads", type=int, help="torch and onnxruntime threads (default: every core)")
     tt.add_argument("--json", default="bench-results/tts.json")

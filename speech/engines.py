@@ -128,6 +128,44 @@ class WhisperEngine:
         return session, {"lookahead_ms": 0.0, "chunk_ms": float(self.cfg.chunk_ms)}
 
 
+class TtsEngine:
+    """Streaming TTS (``tts.scheduled``): a flow lane and a vocoder lane shared by every TTS session."""
+
+    task = "tts"
+
+    def __init__(self, name: str, model, vocoder, scheduler: ChunkScheduler, lanes: LaneSettings, settings,
+                 default_voice: str | None = None, step_thread: Executor | None = None) -> None:
+        from tts.scheduled import add_tts_lanes
+
+        self.name, self.sample_rate, self.scheduler = name, vocoder.cfg.sample_rate, scheduler
+        self.model, self.vocoder, self.settings = model, vocoder, settings
+        self.default_voice = default_voice or model.cfg.voices[0]
+        if self.default_voice not in model.cfg.voices:
+            raise ValueError(f"{name}: default voice {self.default_voice!r} is not among {list(model.cfg.voices)}")
+        self.lanes = add_tts_lanes(scheduler, name, model, vocoder, settings, max_streams=lanes.max_streams,
+                                   max_batch=lanes.max_batch, max_wait_ms=lanes.max_wait_ms, executor=step_thread)
+
+    @property
+    def chunk_ms(self) -> float:
+        return 1000 * self.settings.chunk * self.vocoder.cfg.hop_length / self.sample_rate
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "task": self.task, "family": "tts", "sample_rate": self.sample_rate,
+                "voices": list(self.model.cfg.voices), "default_voice": self.default_voice,
+                "steps": self.settings.steps, "solver": self.settings.solver, "chunk_ms": self.chunk_ms}
+
+    def open(self, voice: str | None, options: dict[str, float]):
+        from tts.scheduled import ScheduledSynthesis
+
+        _refuse_unknown(options, set(), self.name)
+        voice = voice or self.default_voice
+        if voice not in self.model.cfg.voices:
+            raise ProtocolError("bad_parameter", f"model {self.name} has voices {list(self.model.cfg.voices)}, "
+                                f"not {voice!r}")
+        session = ScheduledSynthesis(self.scheduler, self.lanes, self.model, self.vocoder, self.settings, voice)
+        return session, {"voice": voice, "chunk_ms": self.chunk_ms}
+
+
 LANE_KEYS = ("max_streams", "max_batch", "max_wait_ms")
 BACKENDS = ("torch", "onnx")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -136,6 +174,8 @@ MODEL_KEYS = {
                       "backend", "precision", *LANE_KEYS},
     "whisper-causal": {"name", "family", "whisper", "adapter", "chunk_ms", "beam", "optional", "backend", "precision",
                        *LANE_KEYS},
+    "tts": {"name", "family", "path", "steps", "solver", "guidance", "chunk", "default_voice", "optional",
+            *LANE_KEYS},
 }
 
 
@@ -171,6 +211,15 @@ def load_engine(spec: dict[str, Any], scheduler: ChunkScheduler, step_thread: Ex
                          f"accepted: {sorted(MODEL_KEYS[family])}")
     lanes = LaneSettings(**{k: spec[k] for k in LANE_KEYS if k in spec})
     name = spec.get("name", family)
+    if family == "tts":
+        from tts.flow_step import SolverSettings
+
+        from .say import load_tts
+
+        model, vocoder = load_tts(spec.get("path"))
+        settings = SolverSettings(steps=int(spec.get("steps", 4)), solver=spec.get("solver", "euler"),
+                                  guidance=float(spec.get("guidance", 0.0)), chunk=int(spec.get("chunk", 16)))
+        return TtsEngine(name, model, vocoder, scheduler, lanes, settings, spec.get("default_voice"), step_thread)
     backend = onnx_backend(spec)
     thread = step_thread if backend is not None else None
     if family == "fastconformer":

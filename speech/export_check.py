@@ -1,7 +1,8 @@
 """`speech export check DIR`: torch and the exported files side by side over one long chained stream.
 
 Both backends run the same host logic (decoding, endpointing) over the same signal, each chaining its own
-state; every step call's outputs and next state are compared (``exports.parity``) and so is the text.
+state; every step call's outputs and next state are compared (``exports.parity``) and so is the text (a
+TTS directory streams a fixed paragraph of text instead of audio; its "text" is the audio's length).
 fp32 files pass when the text is identical and no tensor differs by more than the tolerance (1e-4), or, for
 a model whose torch fp32 run itself is further than that from exact arithmetic (Whisper: large activations),
 by more than twice what torch fp32 differs from a float64 run of the same stream (two fp32 computations,
@@ -49,8 +50,16 @@ class RunCheck:
         return self.same_text and not self.diverged and self.worst <= self.bar
 
 
+TTS_TEXT = ("The birch canoe slid on the smooth planks. Glue the sheet to the dark blue background. It is easy "
+            "to tell the depth of a well. These days a chicken leg is a rare dish. Rice is often served in round "
+            "bowls.")  # Harvard sentences: about 60 flow chunks and 30 vocoder chunks
+
+
 def _runs(model: Exportable) -> list[tuple[str, Transcribe]]:
-    """One run per way the model streams: each lookahead and decoder of a FastConformer; Whisper's chunk."""
+    """One run per way the model streams: each lookahead and decoder of a FastConformer; Whisper's chunk;
+    TTS: ``TTS_TEXT`` through the flow and vocoder steps (its "text" is the length of the audio)."""
+    if model.source["model"] == "tts":
+        return [(f"tts, {model.config.chunk}-frame flow chunks", functools.partial(_speak, model))]
     if model.source["model"] == "whisper-causal":
         from asr.whisper.streaming import stream_signal
 
@@ -71,6 +80,23 @@ def _runs(model: Exportable) -> list[tuple[str, Transcribe]]:
             for context in enc.att_context_size for decoder in model.model.decoders]
 
 
+def _speak(model: Exportable, backend: Backend, _audio: np.ndarray) -> str:
+    import torch
+
+    from streaming.inline import InlineSteps, drive
+    from tts.scheduled import synthesis_requests
+    from tts.synthesizer import TextFeed
+    from tts.vocoder import VocoderFeed
+
+    flow, vocoder = model.steps
+    steps = InlineSteps({"flow": flow, "vocoder": vocoder}, backend)
+    text, audio = TextFeed(model.model, model.model.cfg.voices[0], model.config.chunk), VocoderFeed(vocoder, 32)
+    speaker = torch.tensor(text.speaker)
+    pieces = [drive(synthesis_requests(text.chunks_for(TTS_TEXT), audio, speaker, False), steps),
+              drive(synthesis_requests(text.chunks_at_end(), audio, speaker, True), steps)]
+    return f"{sum(len(p) for p in pieces)} samples of audio"
+
+
 def _on(model, backend: Backend):
     """The torch model in the backend's dtype (float64 references); the model as it is otherwise."""
     inner = getattr(backend, "inner", backend)
@@ -81,7 +107,7 @@ def _on(model, backend: Backend):
     return model
 
 
-def check(directory: str | Path, audio: np.ndarray, tolerance: float = TOLERANCE, log=print) -> list[RunCheck]:
+def check(directory: str | Path, audio: np.ndarray | None, tolerance: float = TOLERANCE, log=print) -> list[RunCheck]:
     manifest = read_manifest(directory)
     model = load_exportable(manifest["source"])
     locate, precision = directory_locator(directory)

@@ -16,13 +16,13 @@ from .asr_models import ModelNotFound
 from .whisper_models import WhisperNotFound
 
 USAGE = """speech export MODEL [--format onnx|tensorrt] [--precision fp32|fp16|int8] [--opset N] -o DIR
-       speech export check DIR --audio FILE [FILE ...]"""
+       speech export check DIR --audio FILE [FILE ...]   (a tts directory needs no audio)"""
 
 
 def add_export(subparsers) -> None:
     p = subparsers.add_parser("export", help="ONNX / TensorRT export of the streaming steps; `export check DIR`",
                               description=__doc__.split("\n\n")[0], usage=USAGE)
-    p.add_argument("model", help="fastconformer (default model), a model directory or .nemo, whisper-causal; "
+    p.add_argument("model", help="fastconformer (default model), a model directory or .nemo, whisper-causal, tts; "
                    "or `check` followed by an export directory")
     p.add_argument("directory", nargs="?", help="with check: the directory `speech export` wrote")
     p.add_argument("--format", choices=["onnx", "tensorrt"], default="onnx")
@@ -33,6 +33,7 @@ def add_export(subparsers) -> None:
     p.add_argument("--whisper", default="base", help="whisper-causal: base (default), tiny.en or a directory")
     p.add_argument("--chunk", type=int, default=300, help="whisper-causal: chunk in ms (100, 200, 300)")
     p.add_argument("--adapter", default="shipped", help="whisper-causal: 'shipped', a directory, or 'none'")
+    p.add_argument("--steps", type=int, default=4, help="tts: flow-matching solver steps (4), Euler, 16-frame chunks")
     p.add_argument("--max-batch", type=int, default=16, help="tensorrt: the profile's largest batch")
     p.add_argument("--audio", nargs="+", help="check: audio files, streamed one after another as one signal")
     p.add_argument("--tolerance", type=float, default=1e-4, help="check: largest difference for fp32 files")
@@ -41,6 +42,8 @@ def add_export(subparsers) -> None:
 
 
 def _source(args: argparse.Namespace) -> dict[str, object]:
+    if args.model == "tts":
+        return {"model": "tts", "steps": args.steps}
     if args.model == "whisper-causal":
         return {"model": "whisper-causal", "whisper": args.whisper, "chunk_ms": args.chunk,
                 "adapter": None if args.adapter == "none" else args.adapter}
@@ -95,16 +98,20 @@ def _check(args: argparse.Namespace) -> int:
     from .audio import read_audio
     from .bench.report import table, write_json
     from .export_check import check
+    from .exporting import read_manifest
 
     if not args.directory:
         raise ValueError("usage: speech export check DIR --audio FILE [FILE ...]")
-    if not args.audio:
+    speaks = read_manifest(args.directory)["source"]["model"] == "tts"  # TTS streams its own text
+    if not args.audio and not speaks:
         raise ValueError("give the audio to stream: --audio FILE [FILE ...] (at least 50 chunks' worth)")
-    audio = np.concatenate([read_audio(path, sample_rate=16000)[0] for path in args.audio])
+    audio = np.zeros(0, np.float32) if speaks else np.concatenate(
+        [read_audio(path, sample_rate=16000)[0] for path in args.audio])
     results = check(args.directory, audio, args.tolerance)
     rows = [[r.label, sum(r.calls.values()), f"{r.worst:.1e}", f"{r.bar:.1e}", "identical" if r.same_text else "DIFFERS",
              "pass" if r.passed else "FAIL"] for r in results]
-    print(f"{args.directory}: {len(audio) / 16000:.1f} s of audio as one stream")
+    print(f"{args.directory}: " + ("a paragraph of text as one stream" if speaks
+                                   else f"{len(audio) / 16000:.1f} s of audio as one stream"))
     print(table(["run", "step calls", "max |onnx - torch|", "bar", "text", "result"], rows))
     worst = {}
     for r in results:

@@ -50,6 +50,8 @@ class Exportable:
 def load_exportable(source: dict[str, object]) -> Exportable:
     """The model ``source`` names: ``{"model": "fastconformer" | directory | .nemo}`` or ``{"model":
     "whisper-causal", "whisper": base, "chunk_ms": 300, "adapter": "shipped" | directory | None}``."""
+    if source["model"] == "tts":
+        return tts_exportable(source)
     if source["model"] == "whisper-causal":
         from asr.whisper.streaming import StreamConfig
 
@@ -89,6 +91,28 @@ def whisper_exportable(model, cfg, name: str, source: dict | None = None) -> Exp
              "prompt": model.tokens.prompt(), "eot": model.tokens.eot}
     return Exportable(name, list(whisper_steps(model, cfg)), facts, ("tokenizer.json", model.tokens.bpe.to_str().encode()),
                       source or {"model": "whisper-causal", "chunk_ms": cfg.chunk_ms}, model, cfg)
+
+
+def tts_exportable(source: dict[str, object]) -> Exportable:
+    """The TTS steps (flow step at the source's solver settings, vocoder step) of ``{"model": "tts", "path":
+    directory or None, "steps", "solver", "guidance", "chunk"}``; the "tokenizer" is the phoneme table."""
+    from tts.flow_step import SolverSettings
+    from tts.phonemes import PHONEMES
+    from tts.synthesizer import step_functions
+
+    from .say import load_tts
+
+    model, vocoder = load_tts(source.get("path"))
+    settings = SolverSettings(steps=int(source.get("steps", 4)), solver=str(source.get("solver", "euler")),
+                              guidance=float(source.get("guidance", 0.0)), chunk=int(source.get("chunk", 16)))
+    flow, vocoder_step = step_functions(model, vocoder, settings)
+    facts = {"family": "tts", "sample_rate": vocoder.cfg.sample_rate, "hop_length": vocoder.cfg.hop_length,
+             "n_mels": model.cfg.n_mels, "voices": list(model.cfg.voices), "settings": asdict(settings),
+             "mel": "natural log of magnitude (HiFi-GAN's), the flow step's output and the vocoder's input",
+             "vocoder_output_delay": vocoder_step.output_delay}
+    return Exportable("tts", [flow, vocoder_step], facts, ("phonemes.json", json.dumps(PHONEMES).encode()),
+                      {"model": "tts", **{k: source[k] for k in ("path", "steps", "solver", "guidance", "chunk")
+                                          if k in source}}, model, settings)
 
 
 def export_model(model: Exportable, directory: str | Path, precision: str = "fp32", opset: int = DEFAULT_OPSET,

@@ -24,7 +24,8 @@ PROTOCOL_VERSION = 1
 ENCODINGS = ("pcm_s16le", "f32le")
 TASKS = ("asr", "tts", "vc", "duplex")  # audio->text, text->audio, audio->audio, ASR + TTS with barge-in
 MIN_SAMPLE_RATE, MAX_SAMPLE_RATE = 8000, 192000
-START_FIELDS = {"type", "task", "model", "sample_rate", "encoding", "partials", "lookahead_ms", "chunk_ms"}
+START_FIELDS = {"type", "task", "model", "sample_rate", "encoding", "partials", "lookahead_ms", "chunk_ms", "voice"}
+MAX_TEXT_CHARS = 4096  # per ``text`` message: longer text goes in several
 
 
 class ProtocolError(Exception):
@@ -41,15 +42,17 @@ class ProtocolError(Exception):
 
 @dataclass(frozen=True)
 class StartRequest:
-    """A client's ``start``: what to run and how its audio arrives. ``options`` are the model's settings
-    (``lookahead_ms`` for a FastConformer, ``chunk_ms`` for causal Whisper)."""
+    """A client's ``start``: what to run and how its audio arrives (ASR) or leaves (TTS: ``sample_rate`` None
+    means the model's own). ``options`` are the model's settings (``lookahead_ms`` for a FastConformer,
+    ``chunk_ms`` for causal Whisper); ``voice`` a TTS voice."""
 
     task: str
     model: str | None
-    sample_rate: int
+    sample_rate: int | None
     encoding: str
     partials: bool = True
     options: dict[str, float] = field(default_factory=dict)
+    voice: str | None = None
 
 
 def parse_control(text: str) -> dict[str, Any]:
@@ -60,7 +63,7 @@ def parse_control(text: str) -> dict[str, Any]:
         raise ProtocolError("bad_json", f"text frames must be JSON control messages: {error}") from None
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise ProtocolError("bad_message", 'a control message is a JSON object with a string "type", '
-                            'one of start, end, cancel, ping')
+                            'one of start, text, end, cancel, ping')
     return message
 
 
@@ -76,9 +79,12 @@ def parse_start(message: dict[str, Any]) -> StartRequest:
     if model is not None and not isinstance(model, str):
         raise ProtocolError("bad_parameter", f"model must be a string, got {model!r}")
     rate = message.get("sample_rate")
-    if isinstance(rate, bool) or not isinstance(rate, int) or not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+    if rate is None and task == "tts":
+        pass  # audio comes back at the model's rate
+    elif isinstance(rate, bool) or not isinstance(rate, int) or not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
         raise ProtocolError("bad_parameter", f"sample_rate must be an integer in Hz from {MIN_SAMPLE_RATE} to "
-                            f"{MAX_SAMPLE_RATE} (the rate of the audio you send), got {rate!r}")
+                            f"{MAX_SAMPLE_RATE} (the rate of the audio you send; for tts, of the audio you want "
+                            f"back, default the model's), got {rate!r}")
     encoding = message.get("encoding", "pcm_s16le")
     if encoding not in ENCODINGS:
         raise ProtocolError("bad_parameter", f"encoding {encoding!r} is not one of {list(ENCODINGS)} "
@@ -94,7 +100,21 @@ def parse_start(message: dict[str, Any]) -> StartRequest:
         if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
             raise ProtocolError("bad_parameter", f"{name} must be a number of milliseconds >= 0, got {value!r}")
         options[name] = float(value)
-    return StartRequest(task, model, rate, encoding, partials, options)
+    voice = message.get("voice")
+    if voice is not None and (task != "tts" or not isinstance(voice, str)):
+        raise ProtocolError("bad_parameter", f"voice is a string, for task tts only; got {voice!r} for {task}")
+    return StartRequest(task, model, rate, encoding, partials, options, voice)
+
+
+def parse_text(message: dict[str, Any]) -> str:
+    """A ``text`` message's text: a string of at most ``MAX_TEXT_CHARS`` characters."""
+    text = message.get("text")
+    if not isinstance(text, str):
+        raise ProtocolError("bad_parameter", f'a text message carries "text": a string, got {text!r}')
+    if len(text) > MAX_TEXT_CHARS:
+        raise ProtocolError("bad_parameter", f"a text message carries at most {MAX_TEXT_CHARS} characters, got "
+                            f"{len(text)}: send longer text in several messages")
+    return text
 
 
 def decode_audio(data: bytes, encoding: str) -> np.ndarray:

@@ -33,9 +33,10 @@ from streaming.scheduler import StreamFailed
 from .asr_session import AsrSession
 from .keepalive import keep_alive
 from .logs import log_event
-from .protocol import ProtocolError, decode_audio, error_message, parse_control, parse_start
+from .protocol import ProtocolError, decode_audio, error_message, parse_control, parse_start, parse_text
 from .server_config import ServerConfig
 from .service import SpeechService
+from .tts_session import TtsSession
 
 log = logging.getLogger("speech.serve")
 WEB = Path(__file__).parent / "web"
@@ -186,7 +187,7 @@ class _Connection:
         self.server, self.ws = server, ws
         self.service, self.config = server.service, server.config
         self.queue: asyncio.Queue = asyncio.Queue(maxsize=self.config.queue_frames)
-        self.session: AsrSession | None = None
+        self.session: AsrSession | TtsSession | None = None
         # Frames are tagged with the reader's epoch, which a start, end or cancel ends; a cancel marks its
         # epoch at once, so the audio queued before it is dropped unheard (the interrupt does not wait).
         self.epoch = 0
@@ -282,6 +283,9 @@ class _Connection:
         if self.session is None:
             raise ProtocolError("no_session", "audio arrived before a session was started: send "
                                 '{"type": "start", ...} first and wait for "ready"')
+        if self.session.task != "asr":
+            raise ProtocolError("bad_message", f"a {self.session.task} session takes text, not audio: send "
+                                '{"type": "text", "text": "..."}')
         samples = decode_audio(data, self.session.request.encoding)
         for message in await self.session.audio(samples, arrived):
             await self._send(message)
@@ -297,10 +301,22 @@ class _Connection:
             await self._send(ready)
             log_event(log, "session_start", peer=self.peer, session=self.session.id, model=self.session.engine.name,
                       chunk_ms=ready["chunk_ms"], input=ready["input"])
+        elif kind == "text":
+            session = self._require_session("text")
+            if session.task != "tts":
+                raise ProtocolError("bad_message", f"text goes to a tts session; this one is {session.task}")
+            if epoch not in self.cancelled:  # text queued before an interrupt is not spoken
+                for frame in await session.text(parse_text(message)):
+                    await self._send(frame)
         elif kind == "end":
             session = self._require_session("end")
             started = asyncio.get_running_loop().time()
-            for reply in await session.end():
+            if session.task == "tts":
+                frames, done = await session.end()
+                replies = [*frames, done]
+            else:
+                replies = await session.end()
+            for reply in replies:
                 await self._send(reply)
             self.service.metrics.final_latency.labels(session.engine.name).observe(
                 asyncio.get_running_loop().time() - started)
@@ -315,7 +331,8 @@ class _Connection:
         elif kind == "ping":
             await self._send({"type": "pong"})
         else:
-            raise ProtocolError("bad_message", f"unknown message type {kind!r}; accepted: start, end, cancel, ping")
+            raise ProtocolError("bad_message", f"unknown message type {kind!r}; accepted: start, text, end, cancel, "
+                                "ping")
 
     def _in_session(self, text: str) -> dict[str, Any]:
         """Inside a session a text frame that is not a control message means its audio is corrupt: fatal."""
@@ -324,15 +341,16 @@ class _Connection:
         except ProtocolError as error:
             raise ProtocolError(error.code, f"{error.message} (audio goes in binary frames)", fatal=True) from None
 
-    def _require_session(self, what: str) -> AsrSession:
+    def _require_session(self, what: str) -> AsrSession | TtsSession:
         if self.session is None:
             raise ProtocolError("no_session", f"{what} without an open session")
         return self.session
 
     # ---- sending -------------------------------------------------------------------------------------
-    async def _send(self, message: dict[str, Any]) -> None:
-        """A client that does not read for ``send_timeout_s`` is dropped (its buffers stop growing there)."""
-        data = json.dumps(message)
+    async def _send(self, message: dict[str, Any] | bytes) -> None:
+        """A control message (JSON text frame) or audio (binary frame). A client that does not read for
+        ``send_timeout_s`` is dropped (its buffers stop growing there)."""
+        data = message if isinstance(message, bytes) else json.dumps(message)
         try:
             await asyncio.wait_for(self.ws.send(data), self.config.send_timeout_s)
         except TimeoutError:

@@ -15,11 +15,13 @@ from .asr_session import AsrSession
 from .engines import AsrEngine, load_engine
 from .logs import log_event
 from .metrics import ServiceMetrics
-from .protocol import ProtocolError, StartRequest
+from .protocol import TASKS, ProtocolError, StartRequest
 from .server_config import ServerConfig
+from .tts_session import TtsSession
 
 log = logging.getLogger("speech.serve")
-COMING = {"tts": 8, "vc": 9, "duplex": 8}  # tasks the protocol defines whose models land with these issues
+COMING = {"vc": 9, "duplex": 8}  # tasks the protocol defines whose models land with these issues
+SESSIONS = {"asr": AsrSession, "tts": TtsSession}
 
 
 class SpeechService:
@@ -32,7 +34,7 @@ class SpeechService:
         self.engines: dict[str, AsrEngine] = {}
         self.unavailable: dict[str, str] = {}
         self.metrics = ServiceMetrics(lambda: self.scheduler.lanes)
-        self.sessions: dict[str, AsrSession] = {}
+        self.sessions: dict[str, AsrSession | TtsSession] = {}
         self.draining = False
         self.loaded = False
 
@@ -66,10 +68,19 @@ class SpeechService:
 
     # ---- what clients may ask for -----------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
+        defaults = self._default_models()
         return {"models": [engine.describe() for engine in self.engines.values()],
                 "unavailable": self.unavailable,
-                "tasks": {"asr": "available", **{task: f"arrives with issue {n}" for task, n in COMING.items()}},
-                "default_model": {"asr": next(iter(self.engines))}}
+                "tasks": {task: "available" if task in defaults else f"arrives with issue {COMING[task]}"
+                          if task in COMING else "no model for it is loaded here" for task in TASKS},
+                "default_model": defaults}
+
+    def _default_models(self) -> dict[str, str]:
+        """The first model of each task."""
+        defaults: dict[str, str] = {}
+        for name, engine in self.engines.items():
+            defaults.setdefault(engine.task, name)
+        return defaults
 
     @property
     def at_capacity(self) -> bool:
@@ -85,36 +96,40 @@ class SpeechService:
         return True, "ready"
 
     # ---- sessions ------------------------------------------------------------------------------------
-    def open_session(self, request: StartRequest) -> AsrSession:
+    def open_session(self, request: StartRequest) -> AsrSession | TtsSession:
         """A session for a ``start``, or a :class:`ProtocolError` that says why not."""
         if self.draining:
             raise ProtocolError("shutting_down", "the server is shutting down; connect again to another instance")
-        if request.task in COMING:
-            raise ProtocolError("task_unavailable", f"task {request.task!r} is part of the protocol but its model "
-                                f"has not landed (issue {COMING[request.task]}); available: asr")
-        name = request.model or next(iter(self.engines))
-        if name not in self.engines:
+        defaults = self._default_models()
+        if request.task in COMING or request.task not in defaults:
+            why = (f"its model has not landed (issue {COMING[request.task]})" if request.task in COMING
+                   else "no model for it is loaded here")
+            raise ProtocolError("task_unavailable", f"task {request.task!r} is part of the protocol but {why}; "
+                                f"available: {sorted(defaults)}")
+        name = request.model or defaults[request.task]
+        models = sorted(n for n, e in self.engines.items() if e.task == request.task)
+        if name not in models:
             hint = f" ({self.unavailable[name]})" if name in self.unavailable else ""
-            raise ProtocolError("unknown_model", f"model {name!r} is not served here{hint}; "
-                                f"models for {request.task}: {sorted(self.engines)}")
+            raise ProtocolError("unknown_model", f"model {name!r} is not served here for {request.task}{hint}; "
+                                f"models for {request.task}: {models}")
         if self.at_capacity:
             raise ProtocolError("busy", f"the server is at capacity ({self.config.max_sessions} sessions); "
                                 "retry later")
         try:
-            session = AsrSession(request, self.engines[name], self.metrics)
+            session = SESSIONS[request.task](request, self.engines[name], self.metrics)
         except PoolFull:
             raise ProtocolError("busy", f"model {name} is at capacity; retry later") from None
         self.sessions[session.id] = session
         self.metrics.sessions.labels(request.task, name).inc()
         return session
 
-    def close_session(self, session: AsrSession, outcome: str, *, cancel: bool = False) -> None:
+    def close_session(self, session: AsrSession | TtsSession, outcome: str, *, cancel: bool = False) -> None:
         """Forget a session (after ``done``, a cancel, an error or a disconnect); ``cancel`` frees its slots."""
         if self.sessions.pop(session.id, None) is None:
             return
         if cancel:
             session.cancel()
-        self.metrics.sessions.labels("asr", session.engine.name).dec()
-        self.metrics.sessions_total.labels("asr", session.engine.name, outcome).inc()
+        self.metrics.sessions.labels(session.task, session.engine.name).dec()
+        self.metrics.sessions_total.labels(session.task, session.engine.name, outcome).inc()
         log_event(log, "session_end", session=session.id, model=session.engine.name, outcome=outcome,
-                  audio_s=round(session.samples_in / session.request.sample_rate, 3), segments=session.finals)
+                  **session.summary())

@@ -130,8 +130,9 @@ def durations_from_log(log_durations: Tensor, length_scale: float = 1.0) -> Tens
 
 def timestep_embedding(t: Tensor, dim: int) -> Tensor:
     half = dim // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
-    angles = 1000.0 * t.float()[:, None] * freqs[None]
+    dtype = torch.promote_types(t.dtype, torch.float32)  # at least fp32 (bf16 training), fp64 where asked
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=t.device, dtype=dtype) / half)
+    angles = 1000.0 * t.to(dtype)[:, None] * freqs[None]
     return torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)
 
 

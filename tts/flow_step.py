@@ -155,8 +155,9 @@ class FlowStep(StepFunction):
         past_filled = slot[None] >= (self.left - received)[:, None]  # [B, L]
         new_real = torch.arange(c, device=mu.device)[None] < valid[:, None]  # [B, C]
         keys_visible = torch.cat([past_filled, new_real], dim=1)[:, None, :].expand(b, c, -1)
+        new = torch.arange(c, device=mu.device)
         diagonal = torch.cat([torch.zeros(c, self.left, dtype=torch.bool, device=mu.device),
-                              torch.eye(c, dtype=torch.bool, device=mu.device)], dim=1)
+                              new[:, None] == new[None]], dim=1)  # not eye: ONNX Runtime has no bool EyeLike
         mask = additive_mask((keys_visible | diagonal)[:, None], mu.dtype)
         guided = self.settings.guidance > 0
         if guided:

@@ -10,6 +10,7 @@ same model over the whole text at once: the parity reference.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -83,57 +84,102 @@ class TextWindow:
         return frames
 
 
+@lru_cache(maxsize=8)
+def step_functions(model: AcousticModel, vocoder: HifiGan, settings: SolverSettings) -> tuple[FlowStep, VocoderStep]:
+    """The flow and vocoder steps of a model pair, made once (a vocoder step traces its caches on creation,
+    which would otherwise add ~20 ms to every stream's first audio)."""
+    return FlowStep(model, settings).to(next(model.parameters()).device), VocoderStep(vocoder)
+
+
+class TextFeed:
+    """One stream's text side, wherever the steps run: text -> front end -> text window -> the flow step's
+    ``(mu [n_mels, chunk], valid)`` inputs, as soon as a full chunk of frames is known (the last one at the
+    end, padded)."""
+
+    def __init__(self, model: AcousticModel, voice: str, chunk: int, length_scale: float = 1.0) -> None:
+        self.speaker = voice_index(model, voice)
+        self.frontend = IncrementalFrontEnd()
+        self.text = TextWindow(model, self.speaker, length_scale)
+        self.chunk = chunk
+        self.pending = torch.zeros(model.cfg.n_mels, 0, device=self.text.device)
+
+    def chunks_for(self, text: str) -> list[tuple[Tensor, int]]:
+        """Text as it arrives (any split: characters, tokens, words)."""
+        return self.chunks_for_ids(self.frontend.push(text))
+
+    def chunks_for_ids(self, ids: list[int]) -> list[tuple[Tensor, int]]:
+        self.pending = torch.cat([self.pending, self.text.push(ids)], dim=-1)
+        return self._cut(final=False)
+
+    def chunks_at_end(self, ids: list[int] | None = None) -> list[tuple[Tensor, int]]:
+        """The end of the text (``ids``: the last phonemes, for callers that feed ids)."""
+        ids = self.frontend.finish() if ids is None else ids
+        self.pending = torch.cat([self.pending, self.text.push(ids), self.text.finish()], dim=-1)
+        return self._cut(final=True)
+
+    def held_bytes(self) -> int:
+        return (self.pending.numel() * self.pending.element_size() + len(self.frontend.buffer.encode())
+                + 8 * len(self.text.ids))
+
+    def _cut(self, final: bool) -> list[tuple[Tensor, int]]:
+        chunks = []
+        while self.pending.shape[-1] >= self.chunk or (final and self.pending.shape[-1] > 0):
+            valid = min(self.chunk, self.pending.shape[-1])
+            mu = self.pending.new_zeros(self.pending.shape[0], self.chunk)
+            mu[:, :valid] = self.pending[:, :valid]
+            self.pending = self.pending[:, valid:]
+            chunks.append((mu, valid))
+        return chunks
+
+
 class StreamingSynthesizer:
-    """One stream of text in, audio out (22.05 kHz float32)."""
+    """One stream of text in, audio out (22.05 kHz float32), its steps run inline."""
 
     def __init__(self, model: AcousticModel, vocoder: HifiGan, settings: SolverSettings, voice: str,
                  length_scale: float = 1.0, vocoder_chunk: int = 32,
                  on_mel: Callable[[Tensor], None] | None = None) -> None:
         self.on_mel = on_mel  # sees every mel chunk ``[n_mels, frames]`` on its way to the vocoder
-        self.speaker = voice_index(model, voice)
-        self.frontend = IncrementalFrontEnd()
-        self.text = TextWindow(model, self.speaker, length_scale)
+        self.feed = TextFeed(model, voice, settings.chunk, length_scale)
         self.device = next(model.parameters()).device  # the model's: CPU, or a GPU
-        self.flow = FlowStep(model, settings).to(self.device)
+        self.flow, vocoder_step = step_functions(model, vocoder, settings)
         self.flow_state = self.flow.initial_state(1, self.device)
-        self.vocoder = StreamingVocoder(VocoderStep(vocoder), chunk=vocoder_chunk)
-        self.chunk = settings.chunk
-        self.pending = torch.zeros(model.cfg.n_mels, 0, device=self.device)
+        self.vocoder = StreamingVocoder(vocoder_step, chunk=vocoder_chunk)
 
     def push(self, text: str) -> Iterator[np.ndarray]:
         """Text as it arrives (any split: characters, tokens, words); yields the audio final now, a chunk
         at a time (so the first chunk plays while later ones are computed)."""
-        return self.push_ids(self.frontend.push(text))
+        return self._run(self.feed.chunks_for(text))  # the text is taken now, the audio made as it is read
 
     def push_ids(self, ids: list[int]) -> Iterator[np.ndarray]:
-        self.pending = torch.cat([self.pending, self.text.push(ids)], dim=-1)
-        return self._run(final=False)
+        return self._run(self.feed.chunks_for_ids(ids))
 
     def finish(self) -> Iterator[np.ndarray]:
         """The end of the text: everything still held back."""
-        return self.finish_ids(self.frontend.finish())
+        return self._run(self.feed.chunks_at_end(), last=True)
 
     def finish_ids(self, ids: list[int]) -> Iterator[np.ndarray]:
-        self.pending = torch.cat([self.pending, self.text.push(ids), self.text.finish()], dim=-1)
-        yield from self._run(final=True)
-        yield self.vocoder.finish()
+        return self._run(self.feed.chunks_at_end(ids), last=True)
+
+    def held_bytes(self) -> int:
+        """What the stream holds between calls: step states, pending frames and text (flat over any length)."""
+        tensors = [*self.flow_state.values(), *self.vocoder.state.values(), self.vocoder.feed.pending]
+        return sum(t.numel() * t.element_size() for t in tensors) + self.feed.held_bytes()
 
     @torch.no_grad()
-    def _run(self, final: bool) -> Iterator[np.ndarray]:
-        while self.pending.shape[-1] >= self.chunk or (final and self.pending.shape[-1] > 0):
-            valid = min(self.chunk, self.pending.shape[-1])
-            mu = torch.zeros(self.pending.shape[0], self.chunk, device=self.device)
-            mu[:, :valid] = self.pending[:, :valid]
-            self.pending = self.pending[:, valid:]
+    def _run(self, chunks: list[tuple[Tensor, int]], last: bool = False) -> Iterator[np.ndarray]:
+        speaker = torch.tensor([self.feed.speaker], device=self.device)
+        for mu, valid in chunks:
             out, self.flow_state = self.flow.step(
-                {"mu": mu[None], "valid": torch.tensor([valid], device=self.device),
-                 "speaker": torch.tensor([self.speaker], device=self.device)}, self.flow_state)
+                {"mu": mu[None], "valid": torch.tensor([valid], device=self.device), "speaker": speaker},
+                self.flow_state)
             mel = out["mel"][0, :, :valid]
             if self.on_mel is not None:
                 self.on_mel(mel)
             audio = self.vocoder.push(mel)
             if audio.size:
                 yield audio
+        if last:
+            yield self.vocoder.finish()
 
 
 def synthesize(synthesizer: StreamingSynthesizer, text: str) -> np.ndarray:

@@ -153,46 +153,74 @@ class VocoderStep(StepFunction):
         return _Signal(both[..., : x.x.shape[-1]], x.delay + samples, x.rate)
 
 
+class VocoderFeed:
+    """One stream's bookkeeping around the vocoder step, wherever the step runs (inline or on a scheduler
+    lane): cuts mel frames into step chunks, and trims the steps' audio to the signal (the leading
+    ``output_delay`` samples and the silence after the end)."""
+
+    def __init__(self, step: VocoderStep, chunk: int, device: torch.device | str = "cpu") -> None:
+        self.chunk, self.hop, self.n_mels = chunk, step.hop, step.n_mels
+        self.flush = math.ceil(step.output_delay / step.hop)  # frames that push the delayed audio out
+        self.pending = torch.zeros(step.n_mels, 0, device=device)
+        self.to_drop = step.output_delay
+
+    def chunks_for(self, mel: Tensor) -> list[tuple[Tensor, int]]:
+        """Mel frames ``[n_mels, T]`` (natural-log magnitude) -> the full ``(chunk, valid)`` step inputs."""
+        self.pending = torch.cat([self.pending, mel.to(self.pending.device, torch.float32)], dim=-1)
+        chunks = []
+        while self.pending.shape[-1] >= self.chunk:
+            chunks.append((self.pending[:, : self.chunk], self.chunk))
+            self.pending = self.pending[:, self.chunk :]
+        return chunks
+
+    def chunks_at_end(self, fixed: bool) -> list[tuple[Tensor, int]]:
+        """The pending frames and enough silence to push out the delayed audio: one step of just that length,
+        or (``fixed``, for a lane that batches equal shapes) whole chunks."""
+        valid = self.pending.shape[-1]
+        frames = valid + self.flush
+        if fixed:
+            frames = math.ceil(frames / self.chunk) * self.chunk
+        mel = torch.cat([self.pending, self.pending.new_zeros(self.n_mels, frames - valid)], dim=-1)
+        self.pending = mel[:, :0]
+        if not fixed:
+            return [(mel, valid)]
+        return [(mel[:, i : i + self.chunk], valid if i == 0 else 0) for i in range(0, frames, self.chunk)]
+
+    def consume(self, audio: Tensor, samples: int) -> np.ndarray:
+        """A step's ``audio`` and ``samples`` -> the part of the signal it holds."""
+        audio = audio[:samples]
+        dropped = min(self.to_drop, audio.shape[0])
+        self.to_drop -= dropped
+        return audio[dropped:].cpu().numpy()
+
+
 class StreamingVocoder:
-    """Host side for one stream: ``push`` mel frames of any count, ``finish`` at the end; each returns the
+    """One stream run inline: ``push`` mel frames of any count, ``finish`` at the end; each returns the
     audio that is final now. The concatenation equals ``vocode_offline`` of the whole mel."""
 
     def __init__(self, step: VocoderStep, chunk: int = 16) -> None:
-        self.step, self.chunk = step, chunk
+        self.step = step
         self.device = next(step.generator.parameters()).device  # the generator's: CPU, or a GPU
         self.state = step.initial_state(1, self.device)
-        self.pending = torch.zeros(step.n_mels, 0, device=self.device)
-        self.to_drop = step.output_delay
-        self.emitted = 0
+        self.feed = VocoderFeed(step, chunk, self.device)
 
-    def _run(self, mel: Tensor, valid: int) -> np.ndarray:
-        with torch.inference_mode():
-            out, self.state = self.step.step({"mel": mel[None], "valid": torch.tensor([valid], device=self.device)},
-                                             self.state)
-        audio = out["audio"][0, : int(out["samples"][0])]
-        dropped = min(self.to_drop, audio.shape[0])
-        self.to_drop -= dropped
-        self.emitted += audio.shape[0] - dropped
-        return audio[dropped:].cpu().numpy()
+    def _run(self, chunks: list[tuple[Tensor, int]]) -> np.ndarray:
+        pieces = []
+        for mel, valid in chunks:
+            with torch.inference_mode():
+                out, self.state = self.step.step(
+                    {"mel": mel[None], "valid": torch.tensor([valid], device=self.device)}, self.state)
+            pieces.append(self.feed.consume(out["audio"][0], int(out["samples"][0])))
+        return np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
 
     def push(self, mel: Tensor) -> np.ndarray:
         """Mel frames ``[n_mels, T]`` (natural-log magnitude, as HiFi-GAN's training); returns new audio."""
-        self.pending = torch.cat([self.pending, mel.to(self.device, torch.float32)], dim=-1)
-        pieces = []
-        while self.pending.shape[-1] >= self.chunk:
-            pieces.append(self._run(self.pending[:, : self.chunk], self.chunk))
-            self.pending = self.pending[:, self.chunk :]
-        return np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+        return self._run(self.feed.chunks_for(mel))
 
     def finish(self) -> np.ndarray:
         """The rest: the pending frames and the audio still delayed inside the network, in one step of just
         the frames that needs (the step takes any chunk length)."""
-        valid = self.pending.shape[-1]
-        flush = math.ceil(self.step.output_delay / self.step.hop)
-        mel = torch.cat([self.pending, torch.zeros(self.step.n_mels, flush, device=self.device)], dim=-1)
-        audio = self._run(mel, valid)
-        self.pending = mel[:, :0]
-        return audio
+        return self._run(self.feed.chunks_at_end(fixed=False))
 
 
 def vocode_offline(generator: HifiGan, mel: Tensor) -> np.ndarray:

