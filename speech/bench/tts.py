@@ -114,7 +114,8 @@ def judge_wer(references: list[str], audios: list[np.ndarray], rate: int) -> flo
     return 100 * wer(references, hypotheses)
 
 
-def run_system(system: System, sentences: list[str], judge: bool) -> dict:
+def run_system(system: System, sentences: list[str]) -> tuple[dict, list[np.ndarray]]:
+    """Timing of every sentence through ``system``; ``(result, audios)`` (the judge comes later)."""
     measure(system, sentences[0])  # warm-up: first calls allocate and load lazily
     first, total, audios = [], [], []
     for text in sentences:
@@ -124,11 +125,10 @@ def run_system(system: System, sentences: list[str], judge: bool) -> dict:
         audios.append(audio)
     seconds = sum(len(a) for a in audios) / system.sample_rate
     result = {"ttfa_p50_ms": 1000 * statistics.median(first), "ttfa_p90_ms": 1000 * float(np.percentile(first, 90)),
-              "rtf": sum(total) / seconds, "audio_s": seconds,
-              "wer": judge_wer(sentences, audios, system.sample_rate) if judge else None}
-    print(f"{system.name}: TTFA p50 {result['ttfa_p50_ms']:.0f} ms, RTF {result['rtf']:.3f}"
-          + (f", WER {result['wer']:.1f}%" if judge else ""), file=sys.stderr, flush=True)
-    return result
+              "rtf": sum(total) / seconds, "audio_s": seconds, "wer": None}
+    print(f"{system.name}: TTFA p50 {result['ttfa_p50_ms']:.0f} ms, RTF {result['rtf']:.3f}", file=sys.stderr,
+          flush=True)
+    return result, audios
 
 
 def _rss_bytes() -> int:
@@ -182,10 +182,21 @@ def main(cfg: TtsBenchConfig, json_path: str) -> dict:
 
     torch.set_num_threads(cfg.threads)
     sentences = heldout_sentences()[: cfg.sentences]
-    # first, in a process that has loaded nothing else (the peers' and the judge's thread pools stay behind)
+    # Ours first, then its long stream, in a process that has loaded nothing else (the peers' and the judge's
+    # thread pools stay behind), then the peers; the judge listens last.
+    systems = [_ours(cfg)]
+    runs = {systems[0].name: run_system(systems[0], sentences)}
     long = long_stream(cfg, sentences) if cfg.long_minutes > 0 else None
-    systems = [_ours(cfg)] + [PEERS[name](cfg) for name in cfg.peers]
-    results = {s.name: run_system(s, sentences, cfg.judge) for s in systems}
+    for name in cfg.peers:
+        systems.append(PEERS[name](cfg))
+        runs[systems[-1].name] = run_system(systems[-1], sentences)
+    results = {}
+    for system in systems:
+        result, audios = runs[system.name]
+        if cfg.judge:
+            result["wer"] = judge_wer(sentences, audios, system.sample_rate)
+            print(f"{system.name}: WER {result['wer']:.1f}%", file=sys.stderr, flush=True)
+        results[system.name] = result
     ours = results[systems[0].name]
     rows = [[name, r["ttfa_p50_ms"], r["ttfa_p90_ms"], r["rtf"], "-" if r["wer"] is None else r["wer"]]
             for name, r in results.items()]

@@ -1,6 +1,7 @@
 // The web page of `speech serve`: microphone -> AudioWorklet -> WebSocket (f32le at the AudioContext's rate;
-// the server resamples) -> live captions. `window.speechLog` keeps every server message; with `?record=1`
-// `window.speechSent` also keeps a copy of every audio frame sent (end-to-end tests compare against it).
+// the server resamples) -> live captions; and text -> a TTS session -> audio frames played as they come.
+// `window.speechLog` keeps every server message; with `?record=1` `window.speechSent` also keeps a copy of
+// every audio frame sent and `window.speechHeard` of every TTS frame received (end-to-end tests compare).
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -8,8 +9,10 @@ const params = new URLSearchParams(location.search);
 const token = params.get("token");
 window.speechLog = [];
 window.speechSent = params.get("record") === "1" ? [] : null;
+window.speechHeard = params.get("record") === "1" ? [] : null;
 let models = [];
 let live = null;
+let speaking = null;
 
 function wsUrl() {
   const url = new URL("ws", location.href);
@@ -27,6 +30,85 @@ async function loadModels() {
   $("model").replaceChildren(...models.map((m) => new Option(m.name, m.name)));
   showLookaheads();
   setStatus("ready");
+  const tts = described.models.find((m) => m.task === "tts");
+  if (tts) {
+    $("voice").replaceChildren(...tts.voices.map((v) => new Option(v, v)));
+    $("voice").value = tts.default_voice;
+    $("tts-status").textContent = "ready";
+  } else {
+    $("speak").disabled = true;
+    $("tts-status").textContent = "no TTS model on this server";
+  }
+}
+
+function showTab(button) {
+  document.querySelectorAll('[role="tab"]').forEach((tab) => {
+    tab.setAttribute("aria-selected", String(tab === button));
+    $(tab.dataset.panel).hidden = tab !== button;
+  });
+}
+
+function speak() {
+  // One TTS session: the text goes as one message, the audio frames (f32le at the AudioContext's rate, the
+  // server resamples) are queued back to back on the context's clock, so playback starts with the first.
+  const context = new AudioContext();
+  const ws = new WebSocket(wsUrl());
+  ws.binaryType = "arraybuffer";
+  const session = { context, ws, at: 0 };
+  speaking = session;
+  $("speak").disabled = true;
+  $("hush").disabled = false;
+  ws.onopen = () => ws.send(JSON.stringify({
+    type: "start", task: "tts", voice: $("voice").value, sample_rate: context.sampleRate, encoding: "f32le" }));
+  ws.onmessage = (event) => {
+    if (speaking !== session) return;
+    if (typeof event.data !== "string") {
+      const samples = new Float32Array(event.data);
+      if (window.speechHeard) window.speechHeard.push(samples);
+      const buffer = context.createBuffer(1, samples.length, context.sampleRate);
+      buffer.copyToChannel(samples, 0);
+      const source = context.createBufferSource();
+      source.buffer = buffer;
+      source.connect(context.destination);
+      session.at = Math.max(session.at, context.currentTime + 0.02);
+      source.start(session.at);
+      session.at += buffer.duration;
+      return;
+    }
+    const message = JSON.parse(event.data);
+    window.speechLog.push(message);
+    if (message.type === "ready") {
+      $("tts-status").textContent = `speaking: ${message.model}, voice ${message.voice}`;
+      ws.send(JSON.stringify({ type: "text", text: $("text").value }));
+      ws.send(JSON.stringify({ type: "end" }));
+    } else if (message.type === "done") {
+      $("tts-status").textContent = `done: ${message.audio_s} s of audio`;
+      endSpeaking(session, false);
+      const left = Math.max(0, session.at - context.currentTime);
+      setTimeout(() => context.close(), 1000 * left + 200); // once the queued audio has played
+    } else if (message.type === "error") {
+      $("tts-status").textContent = `error ${message.code}: ${message.message}`;
+      endSpeaking(session, true);
+    }
+  };
+  ws.onclose = () => endSpeaking(session, false);
+}
+
+function endSpeaking(session, silence) {
+  if (speaking !== session) return;
+  speaking = null;
+  if (silence) session.context.close();
+  if (session.ws.readyState === WebSocket.OPEN) session.ws.close();
+  $("speak").disabled = false;
+  $("hush").disabled = true;
+}
+
+function hush() {
+  const session = speaking;
+  if (!session) return;
+  if (session.ws.readyState === WebSocket.OPEN) session.ws.send(JSON.stringify({ type: "cancel" }));
+  $("tts-status").textContent = "stopped";
+  endSpeaking(session, true);
 }
 
 function showLookaheads() {
@@ -151,4 +233,7 @@ $("start").addEventListener("click", () => start().catch((error) => {
   $("start").disabled = false;
 }));
 $("stop").addEventListener("click", stop);
+$("speak").addEventListener("click", speak);
+$("hush").addEventListener("click", hush);
+document.querySelectorAll('[role="tab"]').forEach((tab) => tab.addEventListener("click", () => showTab(tab)));
 loadModels().catch((error) => setStatus(`cannot load models: ${error}`));
