@@ -4,7 +4,6 @@ And the real sounddevice, with no input device here, gives a clear message."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import threading
 import time
@@ -13,12 +12,11 @@ import numpy as np
 import pytest
 import sounddevice
 from real_audio import real_recordings
+from server_thread import served
 
 from asr.fastconformer.recognizer import Recognizer
 from speech.asr_models import load_fastconformer
 from speech.cli import main
-from speech.server import SpeechServer
-from speech.server_config import load_server_config
 
 
 class FakeInputStream:
@@ -81,29 +79,8 @@ def test_mic_in_process_captions_equal_the_streaming_run(fake_microphone, capsys
 
 
 def test_mic_through_a_server(fake_microphone, capsys):
-    ready = threading.Event()
-    holder = {}
-
-    def serve() -> None:
-        async def body() -> None:
-            config = load_server_config(None, port=0, models=[{"name": "fastconformer", "family": "fastconformer",
-                                                               "default_lookahead_ms": 80}])
-            async with SpeechServer(config) as server:
-                holder["url"], holder["stop"] = server.ws_url, asyncio.Event()
-                holder["loop"] = asyncio.get_running_loop()
-                ready.set()
-                await holder["stop"].wait()
-
-        asyncio.run(body())
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    assert ready.wait(60)
-    try:
-        assert main(["mic", "--server", holder["url"], "--device", "usb", "--format", "json"]) == 0
-    finally:
-        holder["loop"].call_soon_threadsafe(holder["stop"].set)
-        thread.join(30)
+    with served([{"name": "fastconformer", "family": "fastconformer", "default_lookahead_ms": 80}]) as url:
+        assert main(["mic", "--server", url, "--device", "usb", "--format", "json"]) == 0
     assert _finals(capsys.readouterr().out) == fake_microphone
 
 

