@@ -31,7 +31,7 @@ from asr.tokenizer import Tokenizer
 
 from ..corpus.augment import AugmentConfig, Augmenter
 from ..corpus.loader import PackedDataset, read_index, shards_of
-from .recipe import load_recipe, warmup_cosine
+from .recipe import load_recipe, resume_checkpoint, save_checkpoint, warmup_cosine
 
 
 @dataclass
@@ -220,14 +220,10 @@ def run(cfg: TrainConfig) -> dict:
         model = FastConformer(model_cfg, tokenizer)
     model = model.to(device)
     optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.98), weight_decay=cfg.weight_decay)
-    step, epoch, history = 0, 0, []
     ckpt = out / "ckpt.pt"
-    if ckpt.exists():
-        saved = torch.load(ckpt, map_location=device, weights_only=False)
-        model.load_state_dict(saved["model"])
-        optim.load_state_dict(saved["optim"])
-        step, epoch, history = saved["step"], saved["epoch"], saved["history"]
-        print(f"resumed at step {step}, epoch {epoch}", file=sys.stderr)
+    weights, step, epoch, history = resume_checkpoint(ckpt, optim, device)
+    if weights is not None:
+        model.load_state_dict(weights)
     params = sum(p.numel() for p in model.parameters())
     print(f"model {params / 1e6:.2f} M parameters, vocab {tokenizer.vocab_size}, device {device}", file=sys.stderr)
     bank_start = time.time()
@@ -265,8 +261,7 @@ def run(cfg: TrainConfig) -> dict:
         epoch += 1  # a stopped epoch is not resumed mid-way: the next call starts a fresh order
     bar.close()
     train_s = time.time() - start_time
-    torch.save({"model": model.state_dict(), "optim": optim.state_dict(), "step": step, "epoch": epoch,
-                "history": history}, ckpt)
+    save_checkpoint(ckpt, model.state_dict(), optim, step, epoch, history)
     val = validate(model, cfg, device)
     report = {"step": step, "epoch": epoch, "parameters": params, "audio_seconds_this_call": round(audio_seconds),
               "seconds_this_call": round(train_s), "validation_wer": val, "history": history,

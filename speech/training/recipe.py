@@ -56,3 +56,28 @@ def recipe_main(prog: str, description: str, cls: type[Config], run: Callable[[C
         return 2
     run(cfg)
     return 0
+
+
+def save_checkpoint(path: Path, weights: dict, optim, step: int, epoch: int, history: list) -> None:
+    """``ckpt.pt`` for resuming in a later device call; written aside and renamed, so a call killed while
+    writing leaves the previous checkpoint whole."""
+    import torch
+
+    partial = path.with_suffix(".tmp")
+    torch.save({"model": weights, "optim": optim.state_dict(), "step": step, "epoch": epoch, "history": history},
+               partial)
+    partial.replace(path)
+
+
+def resume_checkpoint(path: Path, optim, device) -> tuple[dict | None, int, int, list]:
+    """``(weights, step, epoch, history)`` of ``path`` with ``optim``'s state loaded, or ``(None, 0, 0, [])``
+    for a fresh start; the caller loads the weights into its model (whole, or its adapters)."""
+    import torch
+
+    if not path.exists():
+        return None, 0, 0, []
+    saved = torch.load(path, map_location=device, weights_only=False)
+    optim.load_state_dict(saved["optim"])
+    print(f"resumed at step {saved['step']}, epoch {saved['epoch']}", file=sys.stderr)
+    return saved["model"], saved["step"], saved["epoch"], saved["history"]
+

@@ -22,7 +22,7 @@ import torch
 from tts.acoustic import AcousticConfig, AcousticModel, load_acoustic
 
 from ..corpus.tts_pack import load_tts_pack
-from .recipe import recipe_main, warmup_cosine
+from .recipe import recipe_main, resume_checkpoint, save_checkpoint, warmup_cosine
 
 
 @dataclass
@@ -122,14 +122,10 @@ def run(cfg: TTSTrainConfig) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     model = AcousticModel(model_config(cfg, data.info)).to(device)
     optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    step, epoch, history = 0, 0, []
     ckpt = out / "ckpt.pt"
-    if ckpt.exists():
-        saved = torch.load(ckpt, map_location=device, weights_only=False)
-        model.load_state_dict(saved["model"])
-        optim.load_state_dict(saved["optim"])
-        step, epoch, history = saved["step"], saved["epoch"], saved["history"]
-        print(f"resumed at step {step}, epoch {epoch}", file=sys.stderr)
+    weights, step, epoch, history = resume_checkpoint(ckpt, optim, device)
+    if weights is not None:
+        model.load_state_dict(weights)
     elif cfg.init:
         model.load_state_dict(load_acoustic(cfg.init).state_dict())
         print(f"started from the weights of {cfg.init}", file=sys.stderr)
@@ -140,8 +136,7 @@ def run(cfg: TTSTrainConfig) -> dict:
     rng = random.Random(cfg.seed + step)
     bar = tqdm(total=cfg.total_steps, initial=step, mininterval=20, file=sys.stderr, desc="train")
     deadline, saved_at, frames_seen = start_time + 60 * cfg.minutes, time.time(), 0
-    save = lambda: torch.save({"model": model.state_dict(), "optim": optim.state_dict(), "step": step,
-                               "epoch": epoch, "history": history}, ckpt)
+    save = lambda: save_checkpoint(ckpt, model.state_dict(), optim, step, epoch, history)
     while step < cfg.total_steps and time.time() < deadline:
         for batch in data.epoch(cfg.seed * 1000 + epoch):
             for group in optim.param_groups:

@@ -29,7 +29,7 @@ from asr.whisper.model import CausalWhisper
 from asr.whisper.streaming import StreamConfig, stream_signal
 
 from ..corpus.loader import PackedDataset, collate
-from .recipe import load_recipe, warmup_cosine
+from .recipe import load_recipe, resume_checkpoint, save_checkpoint, warmup_cosine
 
 
 @dataclass
@@ -155,13 +155,6 @@ def validate(model: CausalWhisper, cfg: WhisperTrainConfig) -> dict[str, float]:
     return results
 
 
-def _save_checkpoint(model: CausalWhisper, optim: torch.optim.Optimizer, step: int, epoch: int, history: list,
-                     path: Path) -> None:
-    state = {"lora": lora_state(model), "optim": optim.state_dict(), "step": step, "epoch": epoch, "history": history}
-    torch.save(state, path.with_suffix(".tmp"))
-    path.with_suffix(".tmp").replace(path)
-
-
 def run(cfg: WhisperTrainConfig) -> dict:
     from speech.whisper_models import whisper_directory
 
@@ -176,14 +169,10 @@ def run(cfg: WhisperTrainConfig) -> dict:
     model.to(device)
     trainable = [p for p in model.parameters() if p.requires_grad]
     optim = torch.optim.AdamW(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    step, epoch, history = 0, 0, []
     ckpt = out / "ckpt.pt"
-    if ckpt.exists():
-        saved = torch.load(ckpt, map_location=device, weights_only=False)
-        model.hf.load_state_dict(saved["lora"], strict=False)
-        optim.load_state_dict(saved["optim"])
-        step, epoch, history = saved["step"], saved["epoch"], saved["history"]
-        print(f"resumed at step {step}, epoch {epoch}", file=sys.stderr)
+    weights, step, epoch, history = resume_checkpoint(ckpt, optim, device)
+    if weights is not None:
+        model.hf.load_state_dict(weights, strict=False)
     print(f"LoRA {sum(p.numel() for p in trainable) / 1e6:.2f} M trainable parameters on Whisper {cfg.base}, "
           f"device {device}", file=sys.stderr)
     from tqdm import tqdm
@@ -214,7 +203,7 @@ def run(cfg: WhisperTrainConfig) -> dict:
             audio_seconds += float(batch["lengths"].sum()) / 16000
             bar.update(1)
             if time.time() - saved_at > 120:  # a call that dies keeps most of its work
-                _save_checkpoint(model, optim, step, epoch, history, ckpt)
+                save_checkpoint(ckpt, lora_state(model), optim, step, epoch, history)
                 saved_at = time.time()
             if step % 20 == 0:
                 logged = {"loss": round(float(loss.detach()), 4)}
@@ -227,7 +216,7 @@ def run(cfg: WhisperTrainConfig) -> dict:
         epoch += 1
     bar.close()
     train_s = time.time() - start_time
-    _save_checkpoint(model, optim, step, epoch, history, ckpt)
+    save_checkpoint(ckpt, lora_state(model), optim, step, epoch, history)
     val = validate(model, cfg)
     report = {"step": step, "epoch": epoch, "audio_seconds_this_call": round(audio_seconds),
               "seconds_this_call": round(train_s), "validation_wer": val, "history": history, "config": asdict(cfg)}
