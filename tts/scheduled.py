@@ -67,13 +67,12 @@ class ScheduledSynthesis:
         self.text = TextFeed(model, voice, settings.chunk)
         self.audio = VocoderFeed(step_functions(model, vocoder, settings)[1], vocoder_chunk)
         self.speaker = torch.tensor(self.text.speaker)
-        self.flow = scheduler.open_stream(lanes[0])
+        flow = scheduler.open_stream(lanes[0])
         try:
-            self.vocoder = scheduler.open_stream(lanes[1])
+            self.streams = {"flow": flow, "vocoder": scheduler.open_stream(lanes[1])}
         except Exception:
-            self.flow.cancel()
+            flow.cancel()
             raise
-        self.streams = {"flow": self.flow, "vocoder": self.vocoder}
 
     async def push(self, text: str, deadline: float | None = None) -> np.ndarray:
         return await self._run(self.text.chunks_for(text), deadline, last=False)
@@ -82,12 +81,12 @@ class ScheduledSynthesis:
         return await self._run(self.text.chunks_at_end(), deadline, last=True)
 
     async def close(self) -> None:
-        await self.flow.close()
-        await self.vocoder.close()
+        for stream in self.streams.values():
+            await stream.close()
 
     def cancel(self) -> None:
-        self.flow.cancel()
-        self.vocoder.cancel()
+        for stream in self.streams.values():
+            stream.cancel()
 
     async def _run(self, chunks: list[tuple[torch.Tensor, int]], deadline: float | None, last: bool) -> np.ndarray:
         return await drive_async(synthesis_requests(chunks, self.audio, self.speaker, last),
