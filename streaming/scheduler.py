@@ -17,7 +17,7 @@ import itertools
 import math
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from functools import partial
@@ -27,6 +27,7 @@ import torch
 
 from .backend import Backend
 from .contract import StepFunction, StepSignature, Tensors, validate_chunk
+from .inline import Requests, Result, drive_async
 from .pool import PoolFull, SlotPool
 
 Adapter = Callable[[Tensors], Tensors]
@@ -582,3 +583,31 @@ class ChunkScheduler:
     @property
     def open_streams(self) -> int:
         return sum(1 for s in self._streams if s.state in ("open", "closing"))
+
+
+class LaneStreams:
+    """One session's streams on several lanes, for host logic that asks for steps by name
+    (``streaming.inline``): opened together (if a lane is full, the ones already open are cancelled),
+    driven, closed and cancelled together. ``lanes`` maps the names the host logic uses to lane names."""
+
+    def __init__(self, scheduler: ChunkScheduler, lanes: Mapping[str, str]) -> None:
+        self.streams: dict[str, Stream] = {}
+        try:
+            for name, lane in lanes.items():
+                self.streams[name] = scheduler.open_stream(lane)
+        except Exception:
+            self.cancel()
+            raise
+
+    async def run(self, requests: Requests[Result], deadline: float | None = None) -> Result:
+        """Host logic to its end, each step request answered by its lane (``deadline`` for every chunk)."""
+        return await drive_async(requests, lambda name, inputs: self.streams[name].process(inputs, deadline))
+
+    async def close(self) -> None:
+        for stream in self.streams.values():
+            await stream.close()
+
+    def cancel(self) -> None:
+        for stream in self.streams.values():
+            stream.cancel()
+

@@ -12,8 +12,8 @@ from concurrent.futures import Executor
 import numpy as np
 import torch
 
-from streaming.inline import Requests, drive_async
-from streaming.scheduler import ChunkScheduler
+from streaming.inline import Requests
+from streaming.scheduler import ChunkScheduler, LaneStreams
 
 from .acoustic import AcousticModel
 from .flow_step import SolverSettings
@@ -67,27 +67,18 @@ class ScheduledSynthesis:
         self.text = TextFeed(model, voice, settings.chunk)
         self.audio = VocoderFeed(step_functions(model, vocoder, settings)[1], vocoder_chunk)
         self.speaker = torch.tensor(self.text.speaker)
-        flow = scheduler.open_stream(lanes[0])
-        try:
-            self.streams = {"flow": flow, "vocoder": scheduler.open_stream(lanes[1])}
-        except Exception:
-            flow.cancel()
-            raise
+        self.streams = LaneStreams(scheduler, {"flow": lanes[0], "vocoder": lanes[1]})
 
     async def push(self, text: str, deadline: float | None = None) -> np.ndarray:
-        return await self._run(self.text.chunks_for(text), deadline, last=False)
+        requests = synthesis_requests(self.text.chunks_for(text), self.audio, self.speaker, last=False)
+        return await self.streams.run(requests, deadline)
 
     async def finish(self, deadline: float | None = None) -> np.ndarray:
-        return await self._run(self.text.chunks_at_end(), deadline, last=True)
+        requests = synthesis_requests(self.text.chunks_at_end(), self.audio, self.speaker, last=True)
+        return await self.streams.run(requests, deadline)
 
     async def close(self) -> None:
-        for stream in self.streams.values():
-            await stream.close()
+        await self.streams.close()
 
     def cancel(self) -> None:
-        for stream in self.streams.values():
-            stream.cancel()
-
-    async def _run(self, chunks: list[tuple[torch.Tensor, int]], deadline: float | None, last: bool) -> np.ndarray:
-        return await drive_async(synthesis_requests(chunks, self.audio, self.speaker, last),
-                                 lambda lane, inputs: self.streams[lane].process(inputs, deadline))
+        self.streams.cancel()

@@ -14,9 +14,8 @@ from concurrent.futures import Executor
 import numpy as np
 
 from streaming.backend import Backend
-from streaming.contract import Tensors
-from streaming.inline import Requests, drive_async
-from streaming.scheduler import ChunkScheduler, LaneStats
+from streaming.inline import Requests
+from streaming.scheduler import ChunkScheduler, LaneStats, LaneStreams
 
 from ..hypothesis import Hypothesis
 from ..live import stream_in_pieces
@@ -43,13 +42,7 @@ class ScheduledWhisperSession:
 
     def __init__(self, scheduler: ChunkScheduler, model: CausalWhisper, cfg: StreamConfig, backend: Backend) -> None:
         self.session = WhisperSession(model, cfg, inline=False, backend=backend)
-        self.streams = {}
-        try:
-            for lane in self.session.lanes.values():
-                self.streams[lane] = scheduler.open_stream(lane)
-        except Exception:
-            self.cancel()
-            raise
+        self.streams = LaneStreams(scheduler, {lane: lane for lane in self.session.lanes.values()})
 
     @property
     def chunks(self) -> int:
@@ -62,18 +55,13 @@ class ScheduledWhisperSession:
         return await self._drive(self.session.end(), deadline)
 
     async def close(self) -> None:
-        for stream in self.streams.values():
-            await stream.close()
+        await self.streams.close()
 
     def cancel(self) -> None:
-        for stream in self.streams.values():
-            stream.cancel()
+        self.streams.cancel()
 
     async def _drive(self, requests: Requests[list[Hypothesis]], deadline: float | None) -> list[Hypothesis]:
-        async def run(lane: str, inputs: Tensors) -> Tensors:
-            return await self.streams[lane].process(inputs, deadline)
-
-        return await drive_async(requests, run)
+        return await self.streams.run(requests, deadline)
 
 
 async def transcribe_many(model: CausalWhisper, audios: list[np.ndarray], cfg: StreamConfig | None = None, *,
