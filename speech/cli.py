@@ -214,7 +214,7 @@ def _add_bench(subparsers) -> None:
                           description="The same held-out sentences through each system, one stream at a time.")
     tt.add_argument("--sentences", type=int, default=d.sentences, help=f"held-out sentences ({d.sentences})")
     tt.add_argument("--model", help="our TTS model directory (default: the shipped one)")
-    tt.add_argument("--voice", default=d.voice, help=f"our voice ({d.voice})")
+    tt.add_argument("--voice", help="our voice (default: the model's default voice)")
     tt.add_argument("--steps", type=int, default=d.steps, help=f"our solver steps ({d.steps})")
     tt.add_argument("--solver", choices=["euler", "midpoint"], default=d.solver)
     tt.add_argument("--guidance", type=float, default=d.guidance, help="classifier-free guidance weight (0)")

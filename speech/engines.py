@@ -139,7 +139,7 @@ class TtsEngine:
 
         self.name, self.sample_rate, self.scheduler = name, vocoder.cfg.sample_rate, scheduler
         self.model, self.vocoder, self.settings = model, vocoder, settings
-        self.default_voice = default_voice or model.cfg.voices[0]
+        self.default_voice = default_voice or model.cfg.speaking_voice
         if self.default_voice not in model.cfg.voices:
             raise ValueError(f"{name}: default voice {self.default_voice!r} is not among {list(model.cfg.voices)}")
         self.lanes = add_tts_lanes(scheduler, name, model, vocoder, settings, max_streams=lanes.max_streams,

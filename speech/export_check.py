@@ -90,7 +90,7 @@ def _speak(model: Exportable, backend: Backend, _audio: np.ndarray) -> str:
 
     flow, vocoder = model.steps
     steps = InlineSteps({"flow": flow, "vocoder": vocoder}, backend)
-    text, audio = TextFeed(model.model, model.model.cfg.voices[0], model.config.chunk), VocoderFeed(vocoder, 32)
+    text, audio = TextFeed(model.model, model.model.cfg.speaking_voice, model.config.chunk), VocoderFeed(vocoder, 32)
     speaker = torch.tensor(text.speaker)
     pieces = [drive(synthesis_requests(text.chunks_for(TTS_TEXT), audio, speaker, False), steps),
               drive(synthesis_requests(text.chunks_at_end(), audio, speaker, True), steps)]

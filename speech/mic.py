@@ -99,7 +99,7 @@ def _say(args: argparse.Namespace) -> int:
         from tts.synthesizer import StreamingSynthesizer
 
         model, vocoder = load_tts(None if args.model in (None, "tts") else args.model)
-        synthesizer = StreamingSynthesizer(model, vocoder, SolverSettings(), args.voice or model.cfg.voices[0])
+        synthesizer = StreamingSynthesizer(model, vocoder, SolverSettings(), args.voice or model.cfg.speaking_voice)
         speak_pieces(synthesizer, stdin_pieces(), sink)
         return 0
     except (ValueError, FileNotFoundError, ServerError, ConnectionClosed, InvalidHandshake) as error:

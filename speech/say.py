@@ -64,7 +64,7 @@ def run_say(args: argparse.Namespace) -> int:
             raise ValueError("say where the audio goes: -o out.wav or --play")
         settings = _settings(args)
         model, vocoder = load_tts(args.model)
-        voice = args.voice or model.cfg.voices[0]
+        voice = args.voice or model.cfg.speaking_voice
         from tts.synthesizer import voice_index
 
         voice_index(model, voice)

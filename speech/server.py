@@ -306,8 +306,7 @@ class _Connection:
             if session.task != "tts":
                 raise ProtocolError("bad_message", f"text goes to a tts session; this one is {session.task}")
             if epoch not in self.cancelled:  # text queued before an interrupt is not spoken
-                for frame in await session.text(parse_text(message)):
-                    await self._send(frame)
+                session.text(parse_text(message), self._send)
         elif kind == "end":
             session = self._require_session("end")
             started = asyncio.get_running_loop().time()

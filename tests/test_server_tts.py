@@ -45,10 +45,12 @@ async def _expect(ws, kind: str, code: str | None = None) -> dict:
             return reply
 
 
-async def _speak(url: str, voice: str, text: str, **start) -> tuple[dict, np.ndarray, dict]:
-    """One session: the text word by word, then end; returns ready, the audio (f32le) and done."""
+async def _speak(url: str, voice: str | None, text: str, **start) -> tuple[dict, np.ndarray, dict]:
+    """One session (``voice`` None: the model's default): the text word by word, then end; returns ready,
+    the audio (f32le) and done."""
     async with connect(url) as ws:
-        await ws.send(json.dumps({"type": "start", "task": "tts", "voice": voice, "encoding": "f32le", **start}))
+        named = {"voice": voice} if voice else {}
+        await ws.send(json.dumps({"type": "start", "task": "tts", **named, "encoding": "f32le", **start}))
         ready = await _expect(ws, "ready")
         for word in text.split():
             await ws.send(json.dumps({"type": "text", "text": word + " "}))
@@ -74,32 +76,40 @@ def inline():
 def test_sessions_speak_what_the_inline_synthesizer_does(inline):
     async def body(url):
         return await asyncio.gather(*(_speak(url, voice, text) for voice, text in TEXTS.items()),
-                                    _speak(url, "lj", TEXTS["lj"], sample_rate=16000))
+                                    _speak(url, "lj", TEXTS["lj"], sample_rate=16000), _speak(url, None, TEXTS["joe"]))
 
-    (ready, lj, done), (_, joe, _), (ready16, lj16, _) = run(body)
+    (ready, lj, done), (_, joe, _), (ready16, lj16, _), (unnamed, default, _) = run(body)
     assert ready["output"] == {"sample_rate": 22050, "encoding": "f32le"} and ready["voice"] == "lj"
-    for got, want in ((lj, inline["lj"]), (joe, inline["joe"])):
+    assert unnamed["voice"] == load_tts()[0].cfg.speaking_voice == "joe"  # the shipped model's default voice
+    for got, want in ((lj, inline["lj"]), (joe, inline["joe"]), (default, inline["joe"])):
         assert got.shape == want.shape and np.abs(got - want).max() <= 1e-3  # batched with others: float order
     assert done["audio_s"] == pytest.approx(len(lj) / 22050, abs=1e-3) and done["text_chars"] == len(TEXTS["lj"]) + 1
     assert ready16["output"]["sample_rate"] == 16000 and abs(len(lj16) - len(lj) * 16000 / 22050) <= 2
 
 
 def test_cancel_interrupts_and_the_connection_goes_on():
+    """Text sent far faster than it is spoken (600 words, minutes of audio) does not hold up the connection:
+    the cancel behind it is answered long before that text could have been spoken, and the next session
+    speaks."""
     async def body(url):
         async with connect(url) as ws:
-            await ws.send(json.dumps({"type": "start", "task": "tts"}))
+            await ws.send(json.dumps({"type": "start", "task": "tts", "encoding": "f32le"}))
             await _expect(ws, "ready")
-            for word in ("a long text " * 40).split():
+            for word in ("a long text " * 200).split():
                 await ws.send(json.dumps({"type": "text", "text": word + " "}))
             await ws.send(json.dumps({"type": "cancel"}))
-            await _expect(ws, "cancelled")
+            heard = 0
+            while isinstance(message := await asyncio.wait_for(ws.recv(), 60), bytes):
+                heard += len(message) // 4
+            assert json.loads(message)["type"] == "cancelled", message
             await ws.send(json.dumps({"type": "start", "task": "tts", "voice": "joe"}))
             await _expect(ws, "ready")
             await ws.send(json.dumps({"type": "text", "text": "Hello again."}))
             await ws.send(json.dumps({"type": "end"}))
-            return await _expect(ws, "done")
+            return heard / 22050, await _expect(ws, "done")
 
-    assert run(body)["audio_s"] > 0.3
+    heard_s, done = run(body)
+    assert heard_s < 60 and done["audio_s"] > 0.3  # the 600 words take about 3 minutes to say
 
 
 def test_bad_tts_input_is_refused_and_the_session_goes_on():

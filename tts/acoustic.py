@@ -2,12 +2,16 @@
 
 - **Text encoder**: phoneme and speaker embeddings, a stack of convolutions (no attention), so each
   phoneme's encoding depends on at most ``text_reach`` phonemes either side: that bounded lookahead is
-  what lets text stream in (``tts.streaming``). It gives ``mu``, the mean of the prior over the mel frames a
-  phoneme covers (Glow-TTS/Matcha-TTS), and a duration predictor on the detached encoding.
+  what lets text stream in (``tts.synthesizer.TextWindow``). It gives ``mu``, the mean of the prior over the
+  mel frames a phoneme covers (Glow-TTS/Matcha-TTS), ``frame_dim`` more learnt features per phoneme, and a
+  duration predictor on the detached encoding.
 - **Alignment**: monotonic alignment search between the mel and ``mu`` (``tts.alignment``) gives the
-  durations the predictor learns and the frame-level condition ``mu_frames``.
+  durations the predictor learns and the frame-level condition (``frame_condition``): each frame gets its
+  phoneme's ``mu`` and features and where it sits inside the phoneme (frames since its start and until its
+  end). A causal decoder cannot look ahead to the next phoneme, so it is told how far away that is and
+  what it is (the phoneme's features see its neighbours) to shape the transition.
 - **Flow decoder**: OT-CFM (Matcha-TTS) velocity field over normalised mel frames, conditioned on
-  ``mu_frames``, the speaker and the ODE time. Blocks of causal depthwise convolution, self-attention with a
+  the frame condition, the speaker and the ODE time. Blocks of causal depthwise convolution, self-attention with a
   chunk mask (CosyVoice 2: a frame sees its own chunk and ``left_context`` frames before the chunk) and a
   feed-forward layer, each modulated by (time, speaker). Trained over several chunk sizes, so one model
   serves several latencies; the chunk size of a stream is chosen at inference.
@@ -33,10 +37,13 @@ from streaming.blocks.causal_conv import CausalConv1d
 from .alignment import monotonic_alignment
 from .phonemes import VOCAB_SIZE
 
+POSITION_FEATURES = 4
+
 
 @dataclass(frozen=True)
 class AcousticConfig:
     voices: tuple[str, ...] = ("lj", "allison", "joe", "slt", "awb", "alpha", "kumo")
+    default_voice: str | None = None  # the voice when none is asked for (None: the first); the card says why
     vocab: int = VOCAB_SIZE
     n_mels: int = 80
     mel_mean: float = -5.5
@@ -44,6 +51,7 @@ class AcousticConfig:
     text_dim: int = 192
     text_layers: int = 4
     text_kernel: int = 5
+    frame_dim: int = 32  # learnt phoneme features per frame beside mu
     duration_layers: int = 2
     duration_kernel: int = 3
     dim: int = 192
@@ -56,6 +64,16 @@ class AcousticConfig:
     chunk_sizes: tuple[int, ...] = (1, 8, 16, 32, 64)
     sigma_min: float = 1e-4
     condition_dropout: float = 0.2
+
+    @property
+    def speaking_voice(self) -> str:
+        """The voice used when a request names none."""
+        return self.default_voice or self.voices[0]
+
+    @property
+    def cond_channels(self) -> int:
+        """Channels of the frame condition: ``mu``, the phoneme features, the position features."""
+        return self.n_mels + self.frame_dim + POSITION_FEATURES
 
     @property
     def text_reach(self) -> int:
@@ -94,7 +112,8 @@ def sequence_mask(bounds: Tensor, length: int) -> Tensor:
 
 
 class TextEncoder(nn.Module):
-    """Phoneme ids ``[B, N]`` -> ``mu [B, n_mels, N]`` (normalised mel space) and ``log_durations [B, N]``.
+    """Phoneme ids ``[B, N]`` -> ``phonemes [B, n_mels + frame_dim, N]`` (``mu`` in normalised mel space,
+    then the features) and ``log_durations [B, N]``.
 
     ``bounds [B, 2]`` are the positions of the window that are real phonemes (the rest is outside the
     sequence and treated as the offline zero padding); a window of a longer sequence with the right
@@ -106,6 +125,7 @@ class TextEncoder(nn.Module):
         self.speaker = nn.Embedding(len(cfg.voices), cfg.text_dim)
         self.layers = nn.ModuleList(MaskedConvBlock(cfg.text_dim, cfg.text_kernel) for _ in range(cfg.text_layers))
         self.to_mu = nn.Conv1d(cfg.text_dim, cfg.n_mels, 1)
+        self.to_features = nn.Conv1d(cfg.text_dim, cfg.frame_dim, 1)
         self.duration = nn.ModuleList(MaskedConvBlock(cfg.text_dim, cfg.duration_kernel)
                                       for _ in range(cfg.duration_layers))
         self.duration_speaker = nn.Embedding(len(cfg.voices), cfg.text_dim)
@@ -116,16 +136,35 @@ class TextEncoder(nn.Module):
         x = (self.embed(ids) + self.speaker(speaker)[:, None]).transpose(1, 2) * inside
         for layer in self.layers:
             x = layer(x, inside)
-        mu = self.to_mu(x) * inside
+        phonemes = torch.cat([self.to_mu(x), self.to_features(x)], dim=1) * inside
         d = (x.detach() + self.duration_speaker(speaker)[:, :, None]) * inside
         for layer in self.duration:
             d = layer(d, inside)
-        return mu, self.to_log_duration(d)[:, 0] * inside[:, 0]
+        return phonemes, self.to_log_duration(d)[:, 0] * inside[:, 0]
 
 
 def durations_from_log(log_durations: Tensor, length_scale: float = 1.0) -> Tensor:
     """Predicted frames per phoneme: ``ceil(exp(log d) * length_scale)``, at least 1 (Matcha-TTS)."""
     return torch.clamp(torch.ceil(torch.exp(log_durations) * length_scale), min=1).long()
+
+
+def position_features(durations: Tensor, phoneme_of_frame: Tensor) -> Tensor:
+    """``[B, 4, T]``: where each frame sits inside its phoneme (``durations [B, N]``, ``phoneme_of_frame
+    [B, T]``): log(1 + frames since its start), log(1 + frames until its end), the fraction done, log of
+    its length. Relative to the phoneme only, so a stream can expand any run of whole phonemes alone."""
+    length = durations.gather(1, phoneme_of_frame).clamp(min=1).to(torch.float32)
+    start = (durations.cumsum(1) - durations).gather(1, phoneme_of_frame)
+    since = (torch.arange(phoneme_of_frame.shape[1], device=durations.device)[None] - start).to(torch.float32)
+    until = (length - 1 - since).clamp(min=0)  # (padding frames lie past the last phoneme)
+    return torch.stack([torch.log1p(since), torch.log1p(until), (since + 0.5) / length, torch.log(length)], 1)
+
+
+def frame_condition(phonemes: Tensor, durations: Tensor) -> Tensor:
+    """Phoneme level ``[C, N]`` and frames per phoneme ``[N]`` -> the decoder's frame condition
+    ``[C + 4, sum(durations)]`` (each phoneme's columns repeated, then its position features)."""
+    which = torch.repeat_interleave(torch.arange(len(durations), device=durations.device), durations)
+    positions = position_features(durations[None], which[None])[0].to(phonemes.dtype)
+    return torch.cat([phonemes[:, which], positions], dim=0)
 
 
 def timestep_embedding(t: Tensor, dim: int) -> Tensor:
@@ -190,7 +229,8 @@ def chunk_mask(length: int, chunk: int, left: int, lengths: Tensor) -> Tensor:
 
 
 class FlowDecoder(nn.Module):
-    """Velocity ``v(x_t, t | mu_frames, speaker)`` over normalised mel ``[B, n_mels, T]``."""
+    """Velocity ``v(x_t, t | cond, speaker)`` over normalised mel ``[B, n_mels, T]``; ``cond [B,
+    cond_channels, T]`` is the frame condition, ``mu`` first."""
 
     def __init__(self, cfg: AcousticConfig) -> None:
         super().__init__()
@@ -200,34 +240,38 @@ class FlowDecoder(nn.Module):
         self.speaker = nn.Embedding(len(cfg.voices) + 1, cfg.cond_dim)
         self.time = nn.Sequential(nn.Linear(cfg.cond_dim, d), nn.SiLU(), nn.Linear(d, cfg.cond_dim))
         self.inp = nn.Linear(2 * cfg.n_mels, d)
+        self.frame_in = nn.Linear(cfg.cond_channels - cfg.n_mels, d)
+        nn.init.zeros_(self.frame_in.weight)  # starts as a mu-only decoder: a warm start from one is exact
+        nn.init.zeros_(self.frame_in.bias)
         self.blocks = nn.ModuleList(DecoderBlock(cfg) for _ in range(cfg.blocks))
         self.out_norm = nn.LayerNorm(d)
         self.out = nn.Linear(d, cfg.n_mels)
 
-    def run(self, x: Tensor, mu: Tensor, t: Tensor, speaker: Tensor, conv: Tensor, keys: Tensor,
+    def run(self, x: Tensor, cond: Tensor, t: Tensor, speaker: Tensor, conv: Tensor, keys: Tensor,
             values: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """One pass over ``x, mu [B, n_mels, T]`` with per-block caches ``conv [B, blocks, D, K-1]`` and
-        ``keys, values [B, blocks, D, P]`` and the additive ``mask [B, 1, T, P + T]``; returns the velocity,
+        """One pass over ``x [B, n_mels, T]`` and ``cond [B, cond_channels, T]`` with per-block caches
+        ``conv [B, blocks, D, K-1]`` and ``keys, values [B, blocks, D, P]`` and the additive ``mask [B, 1, T, P + T]``; returns the velocity,
         the next conv caches and this pass's keys and values ``[B, blocks, D, T]``."""
-        cond = self.time(timestep_embedding(t, self.cfg.cond_dim)) + self.speaker(speaker)
-        h = self.inp(torch.cat([x, mu], dim=1).transpose(1, 2))
+        style = self.time(timestep_embedding(t, self.cfg.cond_dim)) + self.speaker(speaker)
+        mu, features = cond[:, : self.cfg.n_mels], cond[:, self.cfg.n_mels :]
+        h = self.inp(torch.cat([x, mu], dim=1).transpose(1, 2)) + self.frame_in(features.transpose(1, 2))
         conv_next, new_keys, new_values = [], [], []
         for i, block in enumerate(self.blocks):
-            h, c, k, v = block(h, cond, conv[:, i], keys[:, i], values[:, i], mask)
+            h, c, k, v = block(h, style, conv[:, i], keys[:, i], values[:, i], mask)
             conv_next.append(c)
             new_keys.append(k)
             new_values.append(v)
         velocity = self.out(self.out_norm(h)).transpose(1, 2)
         return velocity, torch.stack(conv_next, 1), torch.stack(new_keys, 1), torch.stack(new_values, 1)
 
-    def forward(self, x: Tensor, mu: Tensor, t: Tensor, speaker: Tensor, lengths: Tensor, chunk: int) -> Tensor:
+    def forward(self, x: Tensor, cond: Tensor, t: Tensor, speaker: Tensor, lengths: Tensor, chunk: int) -> Tensor:
         """Offline over whole sequences with the chunk mask of ``chunk`` frames (the parity reference)."""
         b, _, length = x.shape
         d, k = self.cfg.dim, self.cfg.conv_kernel - 1
         zeros = x.new_zeros(b, self.cfg.blocks, d, k)
         empty = x.new_zeros(b, self.cfg.blocks, d, 0)
         mask = additive_mask(chunk_mask(length, chunk, self.cfg.left_context, lengths)[:, None], x.dtype)
-        return self.run(x, mu, t, speaker, zeros, empty, empty, mask)[0]
+        return self.run(x, cond, t, speaker, zeros, empty, empty, mask)[0]
 
 
 class AcousticModel(nn.Module):
@@ -247,7 +291,8 @@ class AcousticModel(nn.Module):
                chunk: int) -> dict[str, Tensor]:
         """Training: duration, prior and flow-matching losses of a padded batch (``mel`` natural-log)."""
         bounds = torch.stack([torch.zeros_like(n_phonemes), n_phonemes], dim=1)
-        mu, log_durations = self.encoder(ids, speaker, bounds)
+        phonemes, log_durations = self.encoder(ids, speaker, bounds)
+        mu = phonemes[:, : self.cfg.n_mels]
         y = self.normalise(mel)
         frame_mask = sequence_mask(torch.stack([torch.zeros_like(n_frames), n_frames], 1), y.shape[-1])
         y = y * frame_mask
@@ -259,13 +304,16 @@ class AcousticModel(nn.Module):
         phoneme_mask = sequence_mask(bounds, ids.shape[1])[:, 0]
         target = torch.log(durations.clamp(min=1)) * phoneme_mask
         duration_loss = ((log_durations.float() - target) ** 2).sum() / phoneme_mask.sum()
-        mu_frames = torch.einsum("bcn,bnt->bct", mu32, path)
+        frames = torch.einsum("bcn,bnt->bct", phonemes.float(), path)
+        mu_frames = frames[:, : self.cfg.n_mels]
         prior_loss = (0.5 * ((y - mu_frames) ** 2 + math.log(2 * math.pi)) * frame_mask).sum() / (
             frame_mask.sum() * self.cfg.n_mels)
-        flow_loss = self.flow_loss(y, mu_frames.detach(), speaker, n_frames, frame_mask, chunk)
+        positions = position_features(durations.long(), path.argmax(1))
+        cond = torch.cat([mu_frames.detach(), frames[:, self.cfg.n_mels :], positions], 1) * frame_mask
+        flow_loss = self.flow_loss(y, cond, speaker, n_frames, frame_mask, chunk)
         return {"duration": duration_loss, "prior": prior_loss, "flow": flow_loss}
 
-    def flow_loss(self, y: Tensor, mu_frames: Tensor, speaker: Tensor, n_frames: Tensor, frame_mask: Tensor,
+    def flow_loss(self, y: Tensor, cond: Tensor, speaker: Tensor, n_frames: Tensor, frame_mask: Tensor,
                   chunk: int) -> Tensor:
         b = y.shape[0]
         t = 1 - torch.cos(torch.rand(b, device=y.device) * math.pi / 2)  # the cosine schedule of inference
@@ -274,9 +322,9 @@ class AcousticModel(nn.Module):
         x_t = (1 - (1 - sigma) * t[:, None, None]) * x0 + t[:, None, None] * y
         target = y - (1 - sigma) * x0
         drop = torch.rand(b, device=y.device) < self.cfg.condition_dropout
-        mu_in = torch.where(drop[:, None, None], torch.zeros_like(mu_frames), mu_frames)
+        cond_in = torch.where(drop[:, None, None], torch.zeros_like(cond), cond)
         speaker_in = torch.where(drop, torch.full_like(speaker, self.decoder.null_speaker), speaker)
-        velocity = self.decoder(x_t, mu_in, t, speaker_in, n_frames, chunk)
+        velocity = self.decoder(x_t, cond_in, t, speaker_in, n_frames, chunk)
         return (((velocity.float() - target) ** 2) * frame_mask).sum() / (frame_mask.sum() * self.cfg.n_mels)
 
 

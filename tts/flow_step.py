@@ -1,4 +1,4 @@
-"""The flow decoder as a streaming step: one chunk of ``mu`` frames -> its mel, every ODE step unrolled inside.
+"""The flow decoder as a streaming step: one chunk of frame conditions -> its mel, every ODE step unrolled inside.
 
 Each solver evaluation sees a different signal (x at its own time t), so each keeps its own conv and
 attention history: the state is a bank (``streaming.blocks.StateBank``) with one slot per evaluation
@@ -86,27 +86,27 @@ def _guided(settings: SolverSettings, both: Tensor) -> Tensor:
     return (1 + settings.guidance) * cond - settings.guidance * uncond
 
 
-def _with_unconditional(model: AcousticModel, mu: Tensor, speaker: Tensor) -> tuple[Tensor, Tensor]:
-    return (torch.cat([mu, torch.zeros_like(mu)]),
+def _with_unconditional(model: AcousticModel, cond: Tensor, speaker: Tensor) -> tuple[Tensor, Tensor]:
+    return (torch.cat([cond, torch.zeros_like(cond)]),
             torch.cat([speaker, torch.full_like(speaker, model.decoder.null_speaker)]))
 
 
 @torch.no_grad()
-def synthesize_offline(model: AcousticModel, mu_frames: Tensor, speaker: Tensor, settings: SolverSettings) -> Tensor:
-    """The whole ``mu_frames [B, n_mels, T]`` at once under the chunk mask of ``settings.chunk``: the parity
+def synthesize_offline(model: AcousticModel, cond: Tensor, speaker: Tensor, settings: SolverSettings) -> Tensor:
+    """The whole frame condition ``cond [B, cond_channels, T]`` at once under the chunk mask of ``settings.chunk``: the parity
     reference of ``FlowStep``. Returns the natural-log mel ``[B, n_mels, T]``."""
-    b, n_mels, length = mu_frames.shape
-    noise = noise_table(n_mels).to(mu_frames)
-    frames = torch.arange(length, device=mu_frames.device) % NOISE_FRAMES
+    b, _, length = cond.shape
+    noise = noise_table(model.cfg.n_mels).to(cond)
+    frames = torch.arange(length, device=cond.device) % NOISE_FRAMES
     x = noise[frames].T[None].expand(b, -1, -1) * settings.temperature
-    lengths = torch.full((b,), length, device=mu_frames.device)
+    lengths = torch.full((b,), length, device=cond.device)
     guided = settings.guidance > 0
-    mu_in, speaker_in = _with_unconditional(model, mu_frames, speaker) if guided else (mu_frames, speaker)
+    cond_in, speaker_in = _with_unconditional(model, cond, speaker) if guided else (cond, speaker)
 
     def velocity(x: Tensor, t: float, _: int) -> Tensor:
         x_in = torch.cat([x, x]) if guided else x
         t_in = torch.full((x_in.shape[0],), t, device=x.device)
-        v = model.decoder(x_in, mu_in, t_in, speaker_in, torch.cat([lengths, lengths]) if guided else lengths,
+        v = model.decoder(x_in, cond_in, t_in, speaker_in, torch.cat([lengths, lengths]) if guided else lengths,
                           settings.chunk)
         return _guided(settings, v) if guided else v
 
@@ -114,7 +114,7 @@ def synthesize_offline(model: AcousticModel, mu_frames: Tensor, speaker: Tensor,
 
 
 class FlowStep(StepFunction):
-    """``mu [n_mels, C]`` (the frame-level prior, normalised), ``valid`` (real frames; fewer than ``C`` ends
+    """``cond [cond_channels, C]`` (the frame condition, ``tts.acoustic.frame_condition``), ``valid`` (real frames; fewer than ``C`` ends
     the stream) and ``speaker`` -> ``mel [n_mels, C]`` (natural log, as the vocoder takes it)."""
 
     name = "tts_flow"
@@ -135,7 +135,7 @@ class FlowStep(StepFunction):
     def signature(self) -> StepSignature:
         cfg, c = self.model.cfg, self.settings.chunk
         return StepSignature(
-            inputs=(TensorSpec("mu", (cfg.n_mels, c), time_axis=1), TensorSpec("valid", (), torch.int64),
+            inputs=(TensorSpec("cond", (cfg.cond_channels, c), time_axis=1), TensorSpec("valid", (), torch.int64),
                     TensorSpec("speaker", (), torch.int64)),
             outputs=(TensorSpec("mel", (cfg.n_mels, c), time_axis=1),),
             states=(*self.bank.specs, StateSpec("received", (), torch.int64)),
@@ -146,22 +146,22 @@ class FlowStep(StepFunction):
         )
 
     def step(self, inputs: Tensors, state: Tensors) -> tuple[Tensors, Tensors]:
-        mu, valid, speaker = inputs["mu"], inputs["valid"], inputs["speaker"]
-        b, _, c = mu.shape
+        cond, valid, speaker = inputs["cond"], inputs["valid"], inputs["speaker"]
+        b, _, c = cond.shape
         received = state["received"]
-        frames = (received[:, None] + torch.arange(c, device=mu.device)[None]) % NOISE_FRAMES
-        x = self.noise[frames].transpose(1, 2).to(mu.dtype) * self.settings.temperature
-        slot = torch.arange(self.left, device=mu.device)
+        frames = (received[:, None] + torch.arange(c, device=cond.device)[None]) % NOISE_FRAMES
+        x = self.noise[frames].transpose(1, 2).to(cond.dtype) * self.settings.temperature
+        slot = torch.arange(self.left, device=cond.device)
         past_filled = slot[None] >= (self.left - received)[:, None]  # [B, L]
-        new_real = torch.arange(c, device=mu.device)[None] < valid[:, None]  # [B, C]
+        new_real = torch.arange(c, device=cond.device)[None] < valid[:, None]  # [B, C]
         keys_visible = torch.cat([past_filled, new_real], dim=1)[:, None, :].expand(b, c, -1)
-        new = torch.arange(c, device=mu.device)
-        diagonal = torch.cat([torch.zeros(c, self.left, dtype=torch.bool, device=mu.device),
+        new = torch.arange(c, device=cond.device)
+        diagonal = torch.cat([torch.zeros(c, self.left, dtype=torch.bool, device=cond.device),
                               new[:, None] == new[None]], dim=1)  # not eye: ONNX Runtime has no bool EyeLike
-        mask = additive_mask((keys_visible | diagonal)[:, None], mu.dtype)
+        mask = additive_mask((keys_visible | diagonal)[:, None], cond.dtype)
         guided = self.settings.guidance > 0
         if guided:
-            mu, speaker = _with_unconditional(self.model, mu, speaker)
+            cond, speaker = _with_unconditional(self.model, cond, speaker)
             mask = torch.cat([mask, mask])
         per_slot = []
 
@@ -171,8 +171,8 @@ class FlowStep(StepFunction):
             conv = torch.cat([cc["conv"] for cc in caches])
             keys, values = torch.cat([cc["keys"] for cc in caches]), torch.cat([cc["values"] for cc in caches])
             x_in = torch.cat([x, x]) if guided else x
-            t_in = torch.full((x_in.shape[0],), t, device=x.device, dtype=mu.dtype)
-            v, conv_next, k_new, v_new = self.model.decoder.run(x_in, mu, t_in, speaker, conv, keys, values, mask)
+            t_in = torch.full((x_in.shape[0],), t, device=x.device, dtype=cond.dtype)
+            v, conv_next, k_new, v_new = self.model.decoder.run(x_in, cond, t_in, speaker, conv, keys, values, mask)
             keys_next = torch.cat([keys, k_new], dim=-1)[..., -self.left :]
             values_next = torch.cat([values, v_new], dim=-1)[..., -self.left :]
             for i, s in enumerate(slots):

@@ -27,8 +27,8 @@ def synthesis_requests(chunks: list[tuple[torch.Tensor, int]], audio: VocoderFee
     """Host logic of one stream's flow chunks (``TextFeed``'s): it asks for ``"flow"`` and ``"vocoder"`` steps
     (``streaming.inline``: run inline, or on scheduler lanes) and returns the audio they make final."""
     pieces = []
-    for mu, valid in chunks:
-        out = yield "flow", {"mu": mu, "valid": torch.tensor(valid), "speaker": speaker}
+    for cond, valid in chunks:
+        out = yield "flow", {"cond": cond, "valid": torch.tensor(valid), "speaker": speaker}
         pieces += yield from _vocode(audio, audio.chunks_for(out["mel"][:, :valid]))
     if last:
         pieces += yield from _vocode(audio, audio.chunks_at_end(fixed=True))

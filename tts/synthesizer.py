@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .acoustic import AcousticModel, durations_from_log
+from .acoustic import AcousticModel, durations_from_log, frame_condition
 from .flow_step import FlowStep, SolverSettings, synthesize_offline
 from .frontend import IncrementalFrontEnd
 from .hifigan import HifiGan
@@ -29,21 +29,16 @@ def voice_index(model: AcousticModel, voice: str) -> int:
     return model.cfg.voices.index(voice)
 
 
-def expand(mu: Tensor, durations: Tensor) -> Tensor:
-    """Phoneme-level ``mu [n_mels, N]`` -> frame-level ``[n_mels, sum(durations)]``."""
-    return mu.repeat_interleave(durations, dim=-1)
-
-
 @torch.no_grad()
 def encode_text(model: AcousticModel, ids: list[int], speaker: int, length_scale: float = 1.0) -> Tensor:
-    """Offline: all phoneme ids -> ``mu_frames [n_mels, T]``."""
+    """Offline: all phoneme ids -> the frame condition ``[cond_channels, T]``."""
     ids_t = torch.tensor([ids])
-    mu, log_d = model.encoder(ids_t, torch.tensor([speaker]), torch.tensor([[0, len(ids)]]))
-    return expand(mu[0], durations_from_log(log_d[0], length_scale))
+    phonemes, log_d = model.encoder(ids_t, torch.tensor([speaker]), torch.tensor([[0, len(ids)]]))
+    return frame_condition(phonemes[0], durations_from_log(log_d[0], length_scale))
 
 
 class TextWindow:
-    """Phoneme ids as they arrive -> frame-level ``mu`` of the phonemes whose ``text_reach`` future is known.
+    """Phoneme ids as they arrive -> the frame condition of the phonemes whose ``text_reach`` future is known.
 
     Each commit re-encodes a window of ``reach`` phonemes before the first new one (their convolutions'
     left context) up to ``reach`` after the last; positions that far from the window's edges equal the
@@ -66,17 +61,16 @@ class TextWindow:
 
     @torch.no_grad()
     def _commit(self, end: int, final: bool) -> Tensor:
-        n_mels = self.model.cfg.n_mels
         if end <= self.committed:
-            return torch.zeros(n_mels, 0, device=self.device)
+            return torch.zeros(self.model.cfg.cond_channels, 0, device=self.device)
         start = max(0, self.committed - self.reach)
         stop = self.base + len(self.ids) if final else end + self.reach
         window = self.ids[start - self.base : stop - self.base]
-        mu, log_d = self.model.encoder(torch.tensor([window], device=self.device),
+        phonemes, log_d = self.model.encoder(torch.tensor([window], device=self.device),
                                        torch.tensor([self.speaker], device=self.device),
                                        torch.tensor([[0, len(window)]], device=self.device))
         take = slice(self.committed - start, end - start)
-        frames = expand(mu[0][:, take], durations_from_log(log_d[0][take], self.length_scale))
+        frames = frame_condition(phonemes[0][:, take], durations_from_log(log_d[0][take], self.length_scale))
         self.committed = end
         keep_from = max(0, end - self.reach)  # the next window's left context
         self.ids = self.ids[keep_from - self.base :]
@@ -93,7 +87,7 @@ def step_functions(model: AcousticModel, vocoder: HifiGan, settings: SolverSetti
 
 class TextFeed:
     """One stream's text side, wherever the steps run: text -> front end -> text window -> the flow step's
-    ``(mu [n_mels, chunk], valid)`` inputs, as soon as a full chunk of frames is known (the last one at the
+    ``(cond [cond_channels, chunk], valid)`` inputs, as soon as a full chunk of frames is known (the last one at the
     end, padded)."""
 
     def __init__(self, model: AcousticModel, voice: str, chunk: int, length_scale: float = 1.0) -> None:
@@ -101,7 +95,7 @@ class TextFeed:
         self.frontend = IncrementalFrontEnd()
         self.text = TextWindow(model, self.speaker, length_scale)
         self.chunk = chunk
-        self.pending = torch.zeros(model.cfg.n_mels, 0, device=self.text.device)
+        self.pending = torch.zeros(model.cfg.cond_channels, 0, device=self.text.device)
 
     def chunks_for(self, text: str) -> list[tuple[Tensor, int]]:
         """Text as it arrives (any split: characters, tokens, words)."""
@@ -125,10 +119,10 @@ class TextFeed:
         chunks = []
         while self.pending.shape[-1] >= self.chunk or (final and self.pending.shape[-1] > 0):
             valid = min(self.chunk, self.pending.shape[-1])
-            mu = self.pending.new_zeros(self.pending.shape[0], self.chunk)
-            mu[:, :valid] = self.pending[:, :valid]
+            cond = self.pending.new_zeros(self.pending.shape[0], self.chunk)
+            cond[:, :valid] = self.pending[:, :valid]
             self.pending = self.pending[:, valid:]
-            chunks.append((mu, valid))
+            chunks.append((cond, valid))
         return chunks
 
 
@@ -168,9 +162,9 @@ class StreamingSynthesizer:
     @torch.no_grad()
     def _run(self, chunks: list[tuple[Tensor, int]], last: bool = False) -> Iterator[np.ndarray]:
         speaker = torch.tensor([self.feed.speaker], device=self.device)
-        for mu, valid in chunks:
+        for cond, valid in chunks:
             out, self.flow_state = self.flow.step(
-                {"mu": mu[None], "valid": torch.tensor([valid], device=self.device), "speaker": speaker},
+                {"cond": cond[None], "valid": torch.tensor([valid], device=self.device), "speaker": speaker},
                 self.flow_state)
             mel = out["mel"][0, :, :valid]
             if self.on_mel is not None:
@@ -193,6 +187,6 @@ def synthesize_offline_ids(model: AcousticModel, vocoder: HifiGan, ids: list[int
                            settings: SolverSettings, length_scale: float = 1.0) -> tuple[Tensor, np.ndarray]:
     """``(mel [n_mels, T], audio)`` of the whole phoneme sequence at once (the parity reference)."""
     speaker = voice_index(model, voice)
-    mu_frames = encode_text(model, ids, speaker, length_scale)
-    mel = synthesize_offline(model, mu_frames[None], torch.tensor([speaker]), settings)[0]
+    cond = encode_text(model, ids, speaker, length_scale)
+    mel = synthesize_offline(model, cond[None], torch.tensor([speaker]), settings)[0]
     return mel, vocode_offline(vocoder, mel)

@@ -60,8 +60,9 @@ class VocoderStep(StepFunction):
         self.n_mels = generator.cfg.n_mels
         self._caches: list[StateSpec] = []
         self._trace = True  # a first pass over one frame records the caches' shapes and the total delay
-        device = next(generator.parameters()).device
-        probe = _Signal(torch.zeros(1, self.n_mels, 1, device=device), 0, 1)
+        weight = next(generator.parameters())  # the caches follow its device and dtype (float64 references)
+        device, self.dtype = weight.device, weight.dtype
+        probe = _Signal(torch.zeros(1, self.n_mels, 1, device=device, dtype=self.dtype), 0, 1)
         zero, one = torch.zeros(1, dtype=torch.long, device=device), torch.ones(1, dtype=torch.long, device=device)
         with torch.no_grad():
             self.output_delay = self._network(probe, zero, one, {}, {}).delay
@@ -123,7 +124,7 @@ class VocoderStep(StepFunction):
     def _cached(self, name: str, x: Tensor, keep: int, state: Tensors, next_state: Tensors) -> Tensor:
         """``x`` after the ``keep`` samples before it (zeros at the stream's start); keeps the last ``keep``."""
         if self._trace:
-            self._caches.append(StateSpec(name, (x.shape[1], keep)))
+            self._caches.append(StateSpec(name, (x.shape[1], keep), x.dtype))
             past = x.new_zeros(x.shape[0], x.shape[1], keep)
         else:
             past = state[name]
@@ -161,12 +162,12 @@ class VocoderFeed:
     def __init__(self, step: VocoderStep, chunk: int, device: torch.device | str = "cpu") -> None:
         self.chunk, self.hop, self.n_mels = chunk, step.hop, step.n_mels
         self.flush = math.ceil(step.output_delay / step.hop)  # frames that push the delayed audio out
-        self.pending = torch.zeros(step.n_mels, 0, device=device)
+        self.pending = torch.zeros(step.n_mels, 0, device=device, dtype=step.dtype)
         self.to_drop = step.output_delay
 
     def chunks_for(self, mel: Tensor) -> list[tuple[Tensor, int]]:
         """Mel frames ``[n_mels, T]`` (natural-log magnitude) -> the full ``(chunk, valid)`` step inputs."""
-        self.pending = torch.cat([self.pending, mel.to(self.pending.device, torch.float32)], dim=-1)
+        self.pending = torch.cat([self.pending, mel.to(self.pending.device, self.pending.dtype)], dim=-1)
         chunks = []
         while self.pending.shape[-1] >= self.chunk:
             chunks.append((self.pending[:, : self.chunk], self.chunk))
@@ -226,4 +227,4 @@ class StreamingVocoder:
 def vocode_offline(generator: HifiGan, mel: Tensor) -> np.ndarray:
     """The whole ``mel [n_mels, T]`` at once (the parity reference)."""
     with torch.inference_mode():
-        return generator(mel[None].to(torch.float32))[0].numpy()
+        return generator(mel[None].to(next(generator.parameters()).dtype))[0].numpy()

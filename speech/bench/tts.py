@@ -30,7 +30,7 @@ TARGET_TTFA_MS, TARGET_RTF, TARGET_WER = 150.0, 0.3, 5.0
 class TtsBenchConfig:
     sentences: int = 50
     model: str | None = None  # our model directory (default: the shipped one)
-    voice: str = "lj"
+    voice: str | None = None  # our voice (None: the model's default voice)
     steps: int = 4
     solver: str = "euler"
     guidance: float = 0.0
@@ -65,13 +65,14 @@ def _ours(cfg: TtsBenchConfig, loaded) -> System:
     from tts.synthesizer import StreamingSynthesizer
 
     model, vocoder, settings = loaded
+    voice = cfg.voice or model.cfg.speaking_voice
 
     def speak(text: str) -> Iterator[np.ndarray]:
-        synthesizer = StreamingSynthesizer(model, vocoder, settings, cfg.voice, vocoder_chunk=cfg.vocoder_chunk)
+        synthesizer = StreamingSynthesizer(model, vocoder, settings, voice, vocoder_chunk=cfg.vocoder_chunk)
         yield from synthesizer.push(text)
         yield from synthesizer.finish()
 
-    name = f"ours ({cfg.voice}, {cfg.steps} {cfg.solver} steps, {cfg.chunk}-frame chunks, {cfg.device})"
+    name = f"ours ({voice}, {cfg.steps} {cfg.solver} steps, {cfg.chunk}-frame chunks, {cfg.device})"
     return System(name, vocoder.cfg.sample_rate, speak)
 
 
@@ -144,7 +145,8 @@ def long_stream(cfg: TtsBenchConfig, sentences: list[str], loaded) -> dict:
     from tts.synthesizer import StreamingSynthesizer
 
     model, vocoder, settings = loaded  # ``_load_ours``: the model the sentences ran on, loaded once
-    synthesizer = StreamingSynthesizer(model, vocoder, settings, cfg.voice, vocoder_chunk=cfg.vocoder_chunk)
+    synthesizer = StreamingSynthesizer(model, vocoder, settings, cfg.voice or model.cfg.speaking_voice,
+                                       vocoder_chunk=cfg.vocoder_chunk)
     rate, target = vocoder.cfg.sample_rate, cfg.long_minutes * 60
     start = time.perf_counter()
     first, played, misses, slack, samples = None, 0.0, [], [], {"held_bytes": [], "rss_bytes": []}

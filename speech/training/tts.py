@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from tts.acoustic import AcousticConfig, AcousticModel, load_acoustic
+from tts.acoustic import AcousticConfig, AcousticModel
 
 from ..corpus.tts_pack import load_tts_pack
 from .recipe import recipe_main, resume_checkpoint, save_checkpoint, warmup_cosine
@@ -113,6 +113,19 @@ def validate(model: AcousticModel, data: PackBatches, cfg: TTSTrainConfig) -> di
     return {k: round(v, 4) for k, v in totals.items()}
 
 
+def start_from(model: AcousticModel, directory: Path) -> list[str]:
+    """Load a trained model's weights into ``model``, which may have grown parts the trained one lacks (they
+    keep their initialisation, which for the decoder's frame-feature input is zero: the start is exactly
+    the trained model). Returns the names of those new parameters."""
+    from safetensors.torch import load_file
+
+    weights = {k: v.float() for k, v in load_file(str(directory / "model.safetensors")).items()}
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if unexpected:
+        raise ValueError(f"{directory} has weights this model has no place for: {', '.join(unexpected)}")
+    return list(missing)
+
+
 def run(cfg: TTSTrainConfig) -> dict:
     start_time = time.time()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -127,8 +140,9 @@ def run(cfg: TTSTrainConfig) -> dict:
     if weights is not None:
         model.load_state_dict(weights)
     elif cfg.init:
-        model.load_state_dict(load_acoustic(cfg.init).state_dict())
-        print(f"started from the weights of {cfg.init}", file=sys.stderr)
+        new = start_from(model, Path(cfg.init))
+        print(f"started from the weights of {cfg.init}" + (f"; new: {', '.join(new)}" if new else ""),
+              file=sys.stderr)
     print(f"acoustic model {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, "
           f"{len(data.train)} training utterances ({data.info['hours']:.2f} h), device {device}", file=sys.stderr)
     from tqdm import tqdm
