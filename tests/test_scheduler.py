@@ -446,4 +446,4 @@ def test_a_lane_can_have_its_own_step_thread_beside_inline_lanes():
     assert second.threads == {"MainThread"}
     offline = second.offline(first.offline(torch.cat(chunks)[None]))[0]
     for outputs in results:
-        torch.testing.assert_close(torch.cat(outputs), offline, atol=1e-5, rtol=0)
+        torch.testing.assert_close(torch.cat(outputs), offline, atol=1e-4, rtol=0)  # DESIGN.md parity bound; float order differs by CPU
