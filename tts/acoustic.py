@@ -250,7 +250,8 @@ class FlowDecoder(nn.Module):
     def run(self, x: Tensor, cond: Tensor, t: Tensor, speaker: Tensor, conv: Tensor, keys: Tensor,
             values: Tensor, mask: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """One pass over ``x [B, n_mels, T]`` and ``cond [B, cond_channels, T]`` with per-block caches
-        ``conv [B, blocks, D, K-1]`` and ``keys, values [B, blocks, D, P]`` and the additive ``mask [B, 1, T, P + T]``; returns the velocity,
+        ``conv [B, blocks, D, K-1]`` and ``keys, values [B, blocks, D, P]`` and the additive ``mask
+        [B, 1, T, P + T]``; returns the velocity,
         the next conv caches and this pass's keys and values ``[B, blocks, D, T]``."""
         style = self.time(timestep_embedding(t, self.cfg.cond_dim)) + self.speaker(speaker)
         mu, features = cond[:, : self.cfg.n_mels], cond[:, self.cfg.n_mels :]
@@ -328,12 +329,16 @@ class AcousticModel(nn.Module):
         return (((velocity.float() - target) ** 2) * frame_mask).sum() / (frame_mask.sum() * self.cfg.n_mels)
 
 
-def load_acoustic(directory: str | Path) -> AcousticModel:
-    """A trained model directory (``config.json`` + ``model.safetensors``, fp16), as fp32 for inference."""
+def read_weights(directory: str | Path) -> dict[str, Tensor]:
+    """A trained model directory's ``model.safetensors`` (fp16), as fp32 tensors."""
     from safetensors.torch import load_file
 
-    directory = Path(directory)
-    cfg = AcousticConfig.from_dict(json.loads((directory / "config.json").read_text()))
+    return {k: v.float() for k, v in load_file(str(Path(directory) / "model.safetensors")).items()}
+
+
+def load_acoustic(directory: str | Path) -> AcousticModel:
+    """A trained model directory (``config.json`` + ``model.safetensors``, fp16), as fp32 for inference."""
+    cfg = AcousticConfig.from_dict(json.loads((Path(directory) / "config.json").read_text()))
     model = AcousticModel(cfg)
-    model.load_state_dict({k: v.float() for k, v in load_file(str(directory / "model.safetensors")).items()})
+    model.load_state_dict(read_weights(directory))
     return model.eval()

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from tts.acoustic import AcousticConfig, AcousticModel
+from tts.acoustic import AcousticConfig, AcousticModel, read_weights
 
 from ..corpus.tts_pack import load_tts_pack
 from .recipe import recipe_main, resume_checkpoint, save_checkpoint, warmup_cosine
@@ -117,10 +117,7 @@ def start_from(model: AcousticModel, directory: Path) -> list[str]:
     """Load a trained model's weights into ``model``, which may have grown parts the trained one lacks (they
     keep their initialisation, which for the decoder's frame-feature input is zero: the start is exactly
     the trained model). Returns the names of those new parameters."""
-    from safetensors.torch import load_file
-
-    weights = {k: v.float() for k, v in load_file(str(directory / "model.safetensors")).items()}
-    missing, unexpected = model.load_state_dict(weights, strict=False)
+    missing, unexpected = model.load_state_dict(read_weights(directory), strict=False)
     if unexpected:
         raise ValueError(f"{directory} has weights this model has no place for: {', '.join(unexpected)}")
     return list(missing)
