@@ -104,7 +104,8 @@ def _bench_tts(args: argparse.Namespace) -> int:
     from .corpus.voices.base import EngineUnavailable
     from .judges.whisper import JudgeUnavailable
 
-    cfg = tts.TtsBenchConfig(args.sentences, args.model, args.voice, args.steps, args.solver, args.guidance,
+    cfg = tts.TtsBenchConfig(args.sentences, args.model, args.vocoder, args.backend, args.voice, args.steps,
+                             args.solver, args.guidance,
                              args.chunk, args.vocoder_chunk, tuple(args.peers), not args.no_judge, args.long_minutes,
                              args.device,
                              **({"threads": args.threads} if args.threads else {}))
@@ -214,6 +215,9 @@ def _add_bench(subparsers) -> None:
                           description="The same held-out sentences through each system, one stream at a time.")
     tt.add_argument("--sentences", type=int, default=d.sentences, help=f"held-out sentences ({d.sentences})")
     tt.add_argument("--model", help="our TTS model directory (default: the shipped one)")
+    tt.add_argument("--vocoder", help="our vocoder directory or 'universal' (default: the shipped causal student)")
+    tt.add_argument("--backend", choices=["torch", "onnx"], default=d.backend,
+                    help="ours: torch, or ONNX Runtime on the exported steps")
     tt.add_argument("--voice", help="our voice (default: the model's default voice)")
     tt.add_argument("--steps", type=int, default=d.steps, help=f"our solver steps ({d.steps})")
     tt.add_argument("--solver", choices=["euler", "midpoint"], default=d.solver)
@@ -235,6 +239,7 @@ RECIPES = {  # speech train NAME -> (module under speech.training, help)
     "asr-fastconformer": ("fastconformer", "hybrid CTC/RNNT multi-lookahead FastConformer"),
     "whisper-causal": ("whisper_causal", "LoRA adapters for causal streaming Whisper (CarelessWhisper)"),
     "tts": ("tts", "chunk-aware flow-matching acoustic model for `speech say`"),
+    "vocoder": ("vocoder", "causal HiFi-GAN student of the universal V1 (one frame of lookahead)"),
 }
 
 

@@ -134,7 +134,7 @@ class TtsEngine:
     task = "tts"
 
     def __init__(self, name: str, model, vocoder, scheduler: ChunkScheduler, lanes: LaneSettings, settings,
-                 default_voice: str | None = None, step_thread: Executor | None = None) -> None:
+                 default_voice: str | None = None, step_thread: Executor | None = None, backend=None) -> None:
         from tts.scheduled import add_tts_lanes
 
         self.name, self.sample_rate, self.scheduler = name, vocoder.cfg.sample_rate, scheduler
@@ -143,7 +143,8 @@ class TtsEngine:
         if self.default_voice not in model.cfg.voices:
             raise ValueError(f"{name}: default voice {self.default_voice!r} is not among {list(model.cfg.voices)}")
         self.lanes = add_tts_lanes(scheduler, name, model, vocoder, settings, max_streams=lanes.max_streams,
-                                   max_batch=lanes.max_batch, max_wait_ms=lanes.max_wait_ms, executor=step_thread)
+                                   max_batch=lanes.max_batch, max_wait_ms=lanes.max_wait_ms, executor=step_thread,
+                                   backend=backend)
 
     @property
     def chunk_ms(self) -> float:
@@ -174,8 +175,8 @@ MODEL_KEYS = {
                       "backend", "precision", *LANE_KEYS},
     "whisper-causal": {"name", "family", "whisper", "adapter", "chunk_ms", "beam", "optional", "backend", "precision",
                        *LANE_KEYS},
-    "tts": {"name", "family", "path", "steps", "solver", "guidance", "chunk", "default_voice", "optional",
-            *LANE_KEYS},
+    "tts": {"name", "family", "path", "vocoder", "steps", "solver", "guidance", "chunk", "default_voice", "optional",
+            "backend", "precision", *LANE_KEYS},
 }
 
 
@@ -211,16 +212,17 @@ def load_engine(spec: dict[str, Any], scheduler: ChunkScheduler, step_thread: Ex
                          f"accepted: {sorted(MODEL_KEYS[family])}")
     lanes = LaneSettings(**{k: spec[k] for k in LANE_KEYS if k in spec})
     name = spec.get("name", family)
+    backend = onnx_backend(spec)
     if family == "tts":
         from tts.flow_step import SolverSettings
 
         from .say import load_tts
 
-        model, vocoder = load_tts(spec.get("path"))
+        model, vocoder = load_tts(spec.get("path"), spec.get("vocoder"))
         settings = SolverSettings(steps=int(spec.get("steps", 4)), solver=spec.get("solver", "euler"),
                                   guidance=float(spec.get("guidance", 0.0)), chunk=int(spec.get("chunk", 16)))
-        return TtsEngine(name, model, vocoder, scheduler, lanes, settings, spec.get("default_voice"), step_thread)
-    backend = onnx_backend(spec)
+        return TtsEngine(name, model, vocoder, scheduler, lanes, settings, spec.get("default_voice"), step_thread,
+                         backend)
     thread = step_thread if backend is not None else None
     if family == "fastconformer":
         from .asr_models import load_fastconformer

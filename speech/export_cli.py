@@ -33,6 +33,7 @@ def add_export(subparsers) -> None:
     p.add_argument("--whisper", default="base", help="whisper-causal: base (default), tiny.en or a directory")
     p.add_argument("--chunk", type=int, default=300, help="whisper-causal: chunk in ms (100, 200, 300)")
     p.add_argument("--adapter", default="shipped", help="whisper-causal: 'shipped', a directory, or 'none'")
+    p.add_argument("--vocoder", help="tts: a vocoder directory or 'universal' (default: the shipped causal student)")
     p.add_argument("--steps", type=int, default=4, help="tts: flow-matching solver steps (4), Euler, 16-frame chunks")
     p.add_argument("--max-batch", type=int, default=16, help="tensorrt: the profile's largest batch")
     p.add_argument("--audio", nargs="+", help="check: audio files, streamed one after another as one signal")
@@ -43,7 +44,7 @@ def add_export(subparsers) -> None:
 
 def _source(args: argparse.Namespace) -> dict[str, object]:
     if args.model == "tts":
-        return {"model": "tts", "steps": args.steps}
+        return {"model": "tts", "steps": args.steps, **({"vocoder": args.vocoder} if args.vocoder else {})}
     if args.model == "whisper-causal":
         return {"model": "whisper-causal", "whisper": args.whisper, "chunk_ms": args.chunk,
                 "adapter": None if args.adapter == "none" else args.adapter}

@@ -95,14 +95,14 @@ def whisper_exportable(model, cfg, name: str, source: dict | None = None) -> Exp
 
 def tts_exportable(source: dict[str, object]) -> Exportable:
     """The TTS steps (flow step at the source's solver settings, vocoder step) of ``{"model": "tts", "path":
-    directory or None, "steps", "solver", "guidance", "chunk"}``; the "tokenizer" is the phoneme table."""
+    directory or None, "vocoder", "steps", "solver", "guidance", "chunk"}``; the "tokenizer" is the phoneme table."""
     from tts.flow_step import SolverSettings
     from tts.phonemes import PHONEMES
     from tts.synthesizer import step_functions
 
     from .say import load_tts
 
-    model, vocoder = load_tts(source.get("path"))
+    model, vocoder = load_tts(source.get("path"), source.get("vocoder"))
     settings = SolverSettings(steps=int(source.get("steps", 4)), solver=str(source.get("solver", "euler")),
                               guidance=float(source.get("guidance", 0.0)), chunk=int(source.get("chunk", 16)))
     flow, vocoder_step = step_functions(model, vocoder, settings)
@@ -111,7 +111,7 @@ def tts_exportable(source: dict[str, object]) -> Exportable:
              "mel": "natural log of magnitude (HiFi-GAN's), the flow step's output and the vocoder's input",
              "vocoder_output_delay": vocoder_step.output_delay}
     return Exportable("tts", [flow, vocoder_step], facts, ("phonemes.json", json.dumps(PHONEMES).encode()),
-                      {"model": "tts", **{k: source[k] for k in ("path", "steps", "solver", "guidance", "chunk")
+                      {"model": "tts", **{k: source[k] for k in ("path", "vocoder", "steps", "solver", "guidance", "chunk")
                                           if k in source}}, model, settings)
 
 

@@ -15,18 +15,30 @@ from pathlib import Path
 import numpy as np
 
 DEFAULT_TTS = Path(__file__).parent / "models" / "tts"
+DEFAULT_VOCODER = Path(__file__).parent / "models" / "vocoder"
+UNIVERSAL_VOCODER = "universal"
 SAMPLE_RATE = 22050
 
 
-def load_tts(model_dir: str | Path | None = None):
-    """``(acoustic model, vocoder)``: the shipped model unless ``model_dir`` names another."""
+def load_tts(model_dir: str | Path | None = None, vocoder: str | Path | None = None):
+    """``(acoustic model, vocoder)``: the shipped model unless ``model_dir`` names another, with the shipped
+    causal vocoder unless ``vocoder`` names another directory or ``universal`` (HiFi-GAN V1: exact, 148 ms
+    later, several times the compute)."""
     from tts.acoustic import load_acoustic
-    from tts.hifigan import load_universal_hifigan
+    from tts.hifigan import load_vocoder
 
     directory = Path(model_dir or DEFAULT_TTS)
     if not (directory / "config.json").exists():
         raise FileNotFoundError(f"{directory}: not a TTS model directory (config.json + model.safetensors)")
-    return load_acoustic(directory), load_universal_hifigan()
+    vocoder = DEFAULT_VOCODER if vocoder is None else vocoder
+    return load_acoustic(directory), load_vocoder(None if vocoder == UNIVERSAL_VOCODER else vocoder)
+
+
+def tts_backend(name: str):
+    """``torch`` (None) or ``onnx``: ONNX Runtime on the steps exported to the cache (fp32)."""
+    from .engines import onnx_backend
+
+    return onnx_backend({"name": "tts", "backend": name})
 
 
 def add_say(subparsers) -> None:
@@ -44,6 +56,10 @@ def add_say(subparsers) -> None:
     p.add_argument("--chunk", type=int, default=16, help="mel frames per acoustic step (11.6 ms each)")
     p.add_argument("--length-scale", type=float, default=1.0, help="> 1 speaks slower")
     p.add_argument("--model", default=None, help="a TTS model directory (default: the shipped one)")
+    p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                   help="onnx: run the steps on ONNX Runtime (exported to the cache on first use; ~2x faster on CPU)")
+    p.add_argument("--vocoder", default=None, help="a vocoder directory, or 'universal' (HiFi-GAN V1, exact but "
+                   "148 ms later and ~4x the compute); default: the shipped causal student")
     p.set_defaults(func=run_say)
 
 
@@ -63,7 +79,8 @@ def run_say(args: argparse.Namespace) -> int:
         if args.text and not (args.out or args.play):
             raise ValueError("say where the audio goes: -o out.wav or --play")
         settings = _settings(args)
-        model, vocoder = load_tts(args.model)
+        model, vocoder = load_tts(args.model, args.vocoder)
+        backend = tts_backend(args.backend)
         voice = args.voice or model.cfg.speaking_voice
         from tts.synthesizer import voice_index
 
@@ -74,7 +91,7 @@ def run_say(args: argparse.Namespace) -> int:
     from tts.synthesizer import StreamingSynthesizer, synthesize
 
     def synthesizer() -> StreamingSynthesizer:
-        return StreamingSynthesizer(model, vocoder, settings, voice, length_scale=args.length_scale)
+        return StreamingSynthesizer(model, vocoder, settings, voice, length_scale=args.length_scale, backend=backend)
 
     if args.text_file:
         lines = [line.strip() for line in Path(args.text_file).read_text().splitlines()]

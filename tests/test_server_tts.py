@@ -29,9 +29,9 @@ TEXTS = {"lj": "The quick brown fox jumps over the lazy dog, twice.",
          "joe": "Meet me at two fifteen near the old station."}
 
 
-def run(body):
+def run(body, models=MODELS):
     async def main():
-        async with SpeechServer(load_server_config(None, port=0, models=MODELS)) as server:
+        async with SpeechServer(load_server_config(None, port=0, models=models)) as server:
             return await body(server.ws_url)
     return asyncio.run(main())
 
@@ -85,6 +85,15 @@ def test_sessions_speak_what_the_inline_synthesizer_does(inline):
         assert got.shape == want.shape and np.abs(got - want).max() <= 1e-3  # batched with others: float order
     assert done["audio_s"] == pytest.approx(len(lj) / 22050, abs=1e-3) and done["text_chars"] == len(TEXTS["lj"]) + 1
     assert ready16["output"]["sample_rate"] == 16000 and abs(len(lj16) - len(lj) * 16000 / 22050) <= 2
+
+
+def test_a_tts_model_on_onnx_runtime_speaks_as_torch_does(inline, tmp_path, monkeypatch):
+    """``backend: onnx``: the lanes run the exported steps (exported to the cache when the server loads)."""
+    monkeypatch.setenv("SPEECH_CACHE", str(tmp_path))
+    models = [{"name": "tts", "family": "tts", "backend": "onnx", "max_wait_ms": 5}]
+    _, joe, _ = run(lambda url: _speak(url, "joe", TEXTS["joe"]), models)
+    assert joe.shape == inline["joe"].shape and np.abs(joe - inline["joe"]).max() <= 1e-3
+    assert sorted(p.name.split("-")[0] for p in (tmp_path / "onnx").glob("*.onnx")) == ["hifigan_vocoder", "tts_flow"]
 
 
 def test_cancel_interrupts_and_the_connection_goes_on():

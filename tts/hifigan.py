@@ -5,6 +5,10 @@ parameters. Our own module, with the original's parameter names so that its chec
 norm folded at load). The package itself is not imported (its ``__init__`` needs torchaudio): only its weight
 file is read.
 
+The same module, with ``lookahead_frames`` set, is a causal generator (left-padded convolutions, transposed
+convolutions that read no later input, a first convolution that sees that many frames ahead): the streaming
+student of `speech train vocoder`, loaded from its directory by ``load_vocoder``.
+
 ``forward`` takes optional per-stream signal bounds: every convolution's input is zeroed outside them, which
 is exactly the zero padding an offline run sees at the signal's edges. That lets a window cut from the middle
 of a stream, or one that starts before the signal, reproduce the offline output (``tts.vocoder``).
@@ -40,10 +44,26 @@ class HifiGanConfig:
     channels: int = 512
     resblock_kernels: tuple[int, ...] = (3, 7, 11)
     resblock_dilations: tuple[tuple[int, ...], ...] = ((1, 3, 5), (1, 3, 5), (1, 3, 5))
+    # None: HiFi-GAN's symmetric convolutions. A number: a causal generator whose first convolution sees
+    # that many mel frames ahead and whose every other layer sees only the past (the streaming student).
+    lookahead_frames: int | None = None
 
     def __post_init__(self) -> None:
         if math.prod(self.upsample_rates) != self.hop_length:
             raise ValueError(f"upsample rates {self.upsample_rates} must multiply to the hop {self.hop_length}")
+        if self.lookahead_frames is not None and not 0 <= self.lookahead_frames <= 3:
+            raise ValueError(f"lookahead_frames must be 0-3 (the first convolution's half width), "
+                             f"got {self.lookahead_frames}")
+
+    @property
+    def causal(self) -> bool:
+        return self.lookahead_frames is not None
+
+    @classmethod
+    def from_dict(cls, data: dict) -> HifiGanConfig:
+        tuples = {k: tuple(tuple(v) if isinstance(v, list) else v for v in data[k]) for k in
+                  ("upsample_rates", "upsample_kernels", "resblock_kernels", "resblock_dilations") if k in data}
+        return cls(**{**data, **tuples})
 
 
 def hifigan_mel(audio: Tensor, cfg: HifiGanConfig = HifiGanConfig()) -> Tensor:
@@ -67,17 +87,40 @@ def _mel_bank(cfg: HifiGanConfig) -> Tensor:
                                                         n_mels=cfg.n_mels, f_min=cfg.fmin, f_max=cfg.fmax)))
 
 
-def _same(channels_in: int, channels_out: int, kernel: int, dilation: int = 1) -> nn.Conv1d:
-    return nn.Conv1d(channels_in, channels_out, kernel, dilation=dilation, padding=(kernel - 1) * dilation // 2)
+class PaddedConv1d(nn.Conv1d):
+    """A convolution with ``left`` and ``right`` zero padding (equal: HiFi-GAN's; ``right = 0``: causal)."""
+
+    def __init__(self, channels_in: int, channels_out: int, kernel: int, dilation: int = 1,
+                 right: int | None = None) -> None:
+        super().__init__(channels_in, channels_out, kernel, dilation=dilation)
+        reach = (kernel - 1) * dilation
+        self.right = reach // 2 if right is None else right
+        self.left = reach - self.right
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(F.pad(x, (self.left, self.right)))
+
+
+class TrimmedConvTranspose1d(nn.ConvTranspose1d):
+    """A transposed convolution whose ``stride * n`` outputs start ``trim`` samples into the full output
+    (``(kernel - stride) / 2``: HiFi-GAN's; 0: causal, each output reads only inputs at or before it)."""
+
+    def __init__(self, channels_in: int, channels_out: int, kernel: int, stride: int, causal: bool) -> None:
+        super().__init__(channels_in, channels_out, kernel, stride)
+        self.trim = 0 if causal else (kernel - stride) // 2
+
+    def forward(self, x: Tensor) -> Tensor:
+        return super().forward(x)[..., self.trim : self.trim + x.shape[-1] * self.stride[0]]
 
 
 class ResBlock(nn.Module):
     """Three pairs of (dilated conv, conv), each pair a residual branch."""
 
-    def __init__(self, channels: int, kernel: int, dilations: tuple[int, ...]) -> None:
+    def __init__(self, channels: int, kernel: int, dilations: tuple[int, ...], causal: bool) -> None:
         super().__init__()
-        self.convs1 = nn.ModuleList(_same(channels, channels, kernel, d) for d in dilations)
-        self.convs2 = nn.ModuleList(_same(channels, channels, kernel) for _ in dilations)
+        right = 0 if causal else None
+        self.convs1 = nn.ModuleList(PaddedConv1d(channels, channels, kernel, d, right) for d in dilations)
+        self.convs2 = nn.ModuleList(PaddedConv1d(channels, channels, kernel, right=right) for _ in dilations)
 
     def forward(self, x: Tensor, keep: Tensor | None) -> Tensor:
         for c1, c2 in zip(self.convs1, self.convs2):
@@ -94,14 +137,15 @@ class HifiGan(nn.Module):
     def __init__(self, cfg: HifiGanConfig = HifiGanConfig()) -> None:
         super().__init__()
         self.cfg = cfg
-        self.conv_pre = _same(cfg.n_mels, cfg.channels, 7)
+        self.conv_pre = PaddedConv1d(cfg.n_mels, cfg.channels, 7, right=cfg.lookahead_frames)
         self.ups = nn.ModuleList()
         self.resblocks = nn.ModuleList()
         for i, (rate, kernel) in enumerate(zip(cfg.upsample_rates, cfg.upsample_kernels)):
             c_in, c_out = cfg.channels >> i, cfg.channels >> (i + 1)
-            self.ups.append(nn.ConvTranspose1d(c_in, c_out, kernel, rate, padding=(kernel - rate) // 2))
-            self.resblocks.extend(ResBlock(c_out, k, d) for k, d in zip(cfg.resblock_kernels, cfg.resblock_dilations))
-        self.conv_post = _same(cfg.channels >> len(cfg.upsample_rates), 1, 7)
+            self.ups.append(TrimmedConvTranspose1d(c_in, c_out, kernel, rate, cfg.causal))
+            self.resblocks.extend(ResBlock(c_out, k, d, cfg.causal)
+                                  for k, d in zip(cfg.resblock_kernels, cfg.resblock_dilations))
+        self.conv_post = PaddedConv1d(cfg.channels >> len(cfg.upsample_rates), 1, 7, right=0 if cfg.causal else None)
 
     def forward(self, mel: Tensor, bounds: Tensor | None = None) -> Tensor:
         """``mel [B, n_mels, T]`` -> audio ``[B, T * hop]`` in [-1, 1].
@@ -130,27 +174,27 @@ class HifiGan(nn.Module):
         left = right = 0.0
         rate, kernels = 1, len(self.cfg.resblock_kernels)
 
-        def conv(kernel: int, dilation: int, at_rate: int) -> None:
+        def conv(layer: PaddedConv1d, at_rate: int) -> None:
             nonlocal left, right
-            left += (kernel - 1) * dilation // 2 / at_rate
-            right += (kernel - 1) * dilation // 2 / at_rate
+            left += layer.left / at_rate
+            right += layer.right / at_rate
 
-        conv(7, 1, rate)
-        for i, (stride, kernel) in enumerate(zip(self.cfg.upsample_rates, self.cfg.upsample_kernels)):
-            padding = (kernel - stride) // 2  # output j reads inputs t with t*s - p <= j <= t*s - p + k - 1
-            left += (kernel - 1 - padding) / stride / rate
-            right += padding / stride / rate
+        conv(self.conv_pre, rate)
+        for i, up in enumerate(self.ups):
+            stride, kernel = up.stride[0], up.kernel_size[0]  # output j reads inputs t: t*s - trim <= j <= ... + k - 1
+            left += (kernel - 1 - up.trim) / stride / rate
+            right += up.trim / stride / rate
             rate *= stride
             left_before, right_before = left, right
             reaches = []
-            for kernel_r, dilations in zip(self.cfg.resblock_kernels[:kernels], self.cfg.resblock_dilations):
+            for block in self.resblocks[i * kernels : (i + 1) * kernels]:
                 left, right = left_before, right_before
-                for d in dilations:
-                    conv(kernel_r, d, rate)
-                    conv(kernel_r, 1, rate)
+                for c1, c2 in zip(block.convs1, block.convs2):
+                    conv(c1, rate)
+                    conv(c2, rate)
                 reaches.append((left, right))
             left, right = max(r[0] for r in reaches), max(r[1] for r in reaches)
-        conv(7, 1, rate)
+        conv(self.conv_post, rate)
         return left, right
 
 
@@ -187,3 +231,21 @@ def load_universal_hifigan() -> HifiGan:
     model = HifiGan()
     model.load_state_dict(_fold_weight_norm(checkpoint["generator"]))
     return model.eval()
+
+
+def load_vocoder(directory: str | Path | None) -> HifiGan:
+    """A trained generator directory (``config.json`` + fp16 ``model.safetensors``, e.g. the causal student
+    of `speech train vocoder`) in eval mode, fp32, on the CPU; None: the universal V1."""
+    if directory is None:
+        return load_universal_hifigan()
+    import json
+
+    from safetensors.torch import load_file
+
+    directory = Path(directory)
+    if not (directory / "config.json").is_file():
+        raise FileNotFoundError(f"{directory}: not a vocoder directory (config.json + model.safetensors)")
+    model = HifiGan(HifiGanConfig.from_dict(json.loads((directory / "config.json").read_text())))
+    model.load_state_dict({k: v.float() for k, v in load_file(str(directory / "model.safetensors")).items()})
+    return model.eval()
+

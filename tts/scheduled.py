@@ -12,6 +12,7 @@ from concurrent.futures import Executor
 import numpy as np
 import torch
 
+from streaming.backend import Backend
 from streaming.inline import Requests
 from streaming.scheduler import ChunkScheduler, LaneStreams
 
@@ -45,14 +46,15 @@ def _vocode(audio: VocoderFeed, chunks: list[tuple[torch.Tensor, int]]) -> Reque
 
 def add_tts_lanes(scheduler: ChunkScheduler, name: str, model: AcousticModel, vocoder: HifiGan,
                   settings: SolverSettings, *, max_streams: int, max_batch: int, max_wait_ms: float,
-                  executor: Executor | None = None) -> tuple[str, str]:
+                  executor: Executor | None = None, backend: Backend | None = None) -> tuple[str, str]:
     """The flow and vocoder lanes of one model pair; returns their names. ``executor``: the thread the steps
-    run on (torch releases the GIL inside its kernels, so the event loop stays responsive meanwhile)."""
+    run on (torch and ONNX Runtime release the GIL inside their kernels, so the event loop stays responsive
+    meanwhile); ``backend``: ONNX Runtime, or None for the scheduler's (torch)."""
     flow, vocoder_step = step_functions(model, vocoder, settings)
     lanes = []
     for step in (flow, vocoder_step):
         lane = scheduler.add_lane(f"{name}:{step.name}", step, max_batch=max_batch, max_wait_ms=max_wait_ms,
-                                  max_streams=max_streams, executor=executor)
+                                  max_streams=max_streams, executor=executor, backend=backend)
         lanes.append(lane.name)
     return lanes[0], lanes[1]
 

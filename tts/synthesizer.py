@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from streaming.backend import Backend
+
 from .acoustic import AcousticModel, durations_from_log, frame_condition
 from .flow_step import FlowStep, SolverSettings, synthesize_offline
 from .frontend import IncrementalFrontEnd
@@ -131,13 +133,17 @@ class StreamingSynthesizer:
 
     def __init__(self, model: AcousticModel, vocoder: HifiGan, settings: SolverSettings, voice: str,
                  length_scale: float = 1.0, vocoder_chunk: int = 32,
-                 on_mel: Callable[[Tensor], None] | None = None) -> None:
+                 on_mel: Callable[[Tensor], None] | None = None, backend: Backend | None = None) -> None:
+        """``backend``: where the steps run (``streaming.onnx_backend.OnnxBackend``: ONNX Runtime, from the
+        exported files); None: torch, on the model's device."""
         self.on_mel = on_mel  # sees every mel chunk ``[n_mels, frames]`` on its way to the vocoder
         self.feed = TextFeed(model, voice, settings.chunk, length_scale)
         self.device = next(model.parameters()).device  # the model's: CPU, or a GPU
-        self.flow, vocoder_step = step_functions(model, vocoder, settings)
+        flow, vocoder_step = step_functions(model, vocoder, settings)
+        self.flow = backend.prepare(flow) if backend else flow
         self.flow_state = self.flow.initial_state(1, self.device)
-        self.vocoder = StreamingVocoder(vocoder_step, chunk=vocoder_chunk)
+        self.vocoder = StreamingVocoder(vocoder_step, chunk=vocoder_chunk,
+                                        runner=backend.prepare(vocoder_step) if backend else None)
 
     def push(self, text: str) -> Iterator[np.ndarray]:
         """Text as it arrives (any split: characters, tokens, words); yields the audio final now, a chunk

@@ -1,17 +1,18 @@
-"""The streaming vocoder: HiFi-GAN V1 run chunk by chunk with a cache per layer, equal to the offline run
-(shared by TTS and VC).
+"""The streaming vocoder: a HiFi-GAN generator (V1, or the causal student) run chunk by chunk with a cache
+per layer, equal to the offline run (shared by TTS and VC).
 
-HiFi-GAN's convolutions are symmetric, so a layer's output at time t needs its input up to t + padding. The
-step keeps, for every convolution, the last ``2 * padding`` input samples (for a transposed convolution, the
-last ``ceil((kernel - 1) / stride)`` inputs), and emits each layer's output as soon as it is determined: a
-layer delays its signal by its right padding, and the delays add up along the network. Where a residual
+A convolution padded ``left`` and ``right`` needs its input up to t + right for its output at t (V1's are
+symmetric; the student's right padding is 0 but in its first layer). The step keeps, for every convolution,
+the last ``left + right`` input samples (for a transposed convolution, the last ``ceil((kernel - 1) /
+stride)`` inputs), and emits each layer's output as soon as it is determined: a layer delays its signal by
+its right padding, and the delays add up along the network. Where a residual
 branch or the multi-receptive-field average joins signals of different delays, a delay line aligns them.
 Every convolution's input is zeroed outside the stream's signal (before its start, after its end), which is
 exactly the offline zero padding, so the first chunk and the flushed end are exact too.
 
 The whole network then delays audio by its right receptive field (``HifiGan.receptive_field``: 12.7 mel
-frames, 3,248 samples for V1), the least any exact streaming of it can, and each chunk costs its own frames
-only: no recomputed context.
+frames, 3,258 samples for V1; one frame, 256 samples, for the student), the least any exact streaming of it
+can, and each chunk costs its own frames only: no recomputed context.
 """
 
 from __future__ import annotations
@@ -134,13 +135,12 @@ class VocoderStep(StepFunction):
 
     def _conv(self, name: str, conv, x: _Signal, received: Tensor, end: Tensor, state: Tensors,
               next_state: Tensors) -> _Signal:
-        pad = conv.padding[0]
-        both = self._cached(name, x.x * x.inside(received, end), 2 * pad, state, next_state)
-        return _Signal(F.conv1d(both, conv.weight, conv.bias, dilation=conv.dilation[0]), x.delay + pad, x.rate)
+        both = self._cached(name, x.x * x.inside(received, end), conv.left + conv.right, state, next_state)
+        return _Signal(F.conv1d(both, conv.weight, conv.bias, dilation=conv.dilation[0]), x.delay + conv.right, x.rate)
 
     def _up(self, name: str, up, x: _Signal, received: Tensor, end: Tensor, state: Tensors,
             next_state: Tensors) -> _Signal:
-        stride, kernel, pad = up.stride[0], up.kernel_size[0], up.padding[0]
+        stride, kernel, pad = up.stride[0], up.kernel_size[0], up.trim
         history = math.ceil((kernel - 1) / stride)  # earlier inputs that reach the new outputs
         both = self._cached(name, x.x * x.inside(received, end), history, state, next_state)
         y = F.conv_transpose1d(both, up.weight, up.bias, stride=stride)
@@ -197,12 +197,13 @@ class VocoderFeed:
 
 class StreamingVocoder:
     """One stream run inline: ``push`` mel frames of any count, ``finish`` at the end; each returns the
-    audio that is final now. The concatenation equals ``vocode_offline`` of the whole mel."""
+    audio that is final now. The concatenation equals ``vocode_offline`` of the whole mel. ``runner``: the
+    step as a backend prepared it (ONNX Runtime), if not torch's own."""
 
-    def __init__(self, step: VocoderStep, chunk: int = 16) -> None:
-        self.step = step
+    def __init__(self, step: VocoderStep, chunk: int = 16, runner: StepFunction | None = None) -> None:
+        self.step = runner or step
         self.device = next(step.generator.parameters()).device  # the generator's: CPU, or a GPU
-        self.state = step.initial_state(1, self.device)
+        self.state = self.step.initial_state(1, self.device)
         self.feed = VocoderFeed(step, chunk, self.device)
 
     def _run(self, chunks: list[tuple[Tensor, int]]) -> np.ndarray:

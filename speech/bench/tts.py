@@ -30,6 +30,8 @@ TARGET_TTFA_MS, TARGET_RTF, TARGET_WER = 150.0, 0.3, 5.0
 class TtsBenchConfig:
     sentences: int = 50
     model: str | None = None  # our model directory (default: the shipped one)
+    vocoder: str | None = None  # our vocoder directory or 'universal' (default: the shipped causal student)
+    backend: str = "torch"  # ours: torch, or onnx (ONNX Runtime on the exported steps)
     voice: str | None = None  # our voice (None: the model's default voice)
     steps: int = 4
     solver: str = "euler"
@@ -50,29 +52,45 @@ class System:
     speak: Callable[[str], Iterator[np.ndarray]]  # audio chunks as they are ready
 
 
-def _load_ours(cfg: TtsBenchConfig):
+@dataclass(frozen=True)
+class Ours:
+    """Our model, loaded once for the sentences and the long stream."""
+
+    model: object
+    vocoder: object
+    settings: object
+    backend: object  # None: torch
+
+    def synthesizer(self, cfg: TtsBenchConfig):
+        from tts.synthesizer import StreamingSynthesizer
+
+        return StreamingSynthesizer(self.model, self.vocoder, self.settings, cfg.voice or self.model.cfg.speaking_voice,
+                                    vocoder_chunk=cfg.vocoder_chunk, backend=self.backend)
+
+
+def _load_ours(cfg: TtsBenchConfig) -> Ours:
     from tts.flow_step import SolverSettings
 
-    from ..say import load_tts
+    from ..say import load_tts, tts_backend
 
-    model, vocoder = load_tts(cfg.model)
+    model, vocoder = load_tts(cfg.model, cfg.vocoder)
     device = torch.device(cfg.device)
     settings = SolverSettings(steps=cfg.steps, solver=cfg.solver, guidance=cfg.guidance, chunk=cfg.chunk)
-    return model.to(device), vocoder.to(device), settings
+    return Ours(model.to(device), vocoder.to(device), settings, tts_backend(cfg.backend))
 
 
-def _ours(cfg: TtsBenchConfig, loaded) -> System:
-    from tts.synthesizer import StreamingSynthesizer
-
-    model, vocoder, settings = loaded
-    voice = cfg.voice or model.cfg.speaking_voice
-
+def _ours(cfg: TtsBenchConfig, loaded: Ours) -> System:
     def speak(text: str) -> Iterator[np.ndarray]:
-        synthesizer = StreamingSynthesizer(model, vocoder, settings, voice, vocoder_chunk=cfg.vocoder_chunk)
+        synthesizer = loaded.synthesizer(cfg)
         yield from synthesizer.push(text)
         yield from synthesizer.finish()
 
-    name = f"ours ({voice}, {cfg.steps} {cfg.solver} steps, {cfg.chunk}-frame chunks, {cfg.device})"
+    voice = cfg.voice or loaded.model.cfg.speaking_voice
+    which = "causal vocoder" if loaded.vocoder.cfg.causal else "HiFi-GAN V1"
+    where = "onnxruntime" if loaded.backend else "torch"
+    name = (f"ours ({voice}, {cfg.steps} {cfg.solver} steps, {cfg.chunk}-frame chunks, {which}, {where}, "
+            f"{cfg.device})")
+    vocoder = loaded.vocoder
     return System(name, vocoder.cfg.sample_rate, speak)
 
 
@@ -137,17 +155,13 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * 4096
 
 
-def long_stream(cfg: TtsBenchConfig, sentences: list[str], loaded) -> dict:
+def long_stream(cfg: TtsBenchConfig, sentences: list[str], loaded: Ours) -> dict:
     """Ours on ``long_minutes`` of text (the sentences, cycled) handed in word by word as fast as it takes
     them. Playback starts with the first audio; a chunk misses its deadline if it arrives after the audio
     before it has played out. The stream's held state and the process's RSS are sampled after the first chunk, every minute and
     at the end."""
-    from tts.synthesizer import StreamingSynthesizer
-
-    model, vocoder, settings = loaded  # ``_load_ours``: the model the sentences ran on, loaded once
-    synthesizer = StreamingSynthesizer(model, vocoder, settings, cfg.voice or model.cfg.speaking_voice,
-                                       vocoder_chunk=cfg.vocoder_chunk)
-    rate, target = vocoder.cfg.sample_rate, cfg.long_minutes * 60
+    synthesizer = loaded.synthesizer(cfg)  # the model the sentences ran on, loaded once
+    rate, target = loaded.vocoder.cfg.sample_rate, cfg.long_minutes * 60
     start = time.perf_counter()
     first, played, misses, slack, samples = None, 0.0, [], [], {"held_bytes": [], "rss_bytes": []}
 

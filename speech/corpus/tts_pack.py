@@ -105,22 +105,59 @@ def build_tts_pack(out: Path, voices: tuple[VoiceSource, ...] = DEFAULT_VOICES, 
             seconds += mel.shape[0] * cfg.hop_length / cfg.sample_rate
         summary[voice.name] = {"source": voice.select, "hours": seconds / 3600,
                                "utterances": sum(1 for r in index if r["speaker"] == speaker)}
-    codes = np.concatenate(chunks)
+    return _write_pack(out, np.concatenate(chunks), index, [v.name for v in voices], summary)
+
+
+def _write_pack(out: Path, codes: np.ndarray, index: list[dict], voices: list[str], summary: dict) -> dict:
+    from tts.hifigan import HifiGanConfig
+
+    cfg = HifiGanConfig()
     mel = dequantise(codes)
     (out / "mels.u8.xz").write_bytes(lzma.compress(codes.tobytes(), preset=6))
     with open(out / "index.jsonl", "w") as f:
         f.writelines(json.dumps(row) + "\n" for row in index)
-    info = {"voices": [v.name for v in voices], "summary": summary, "frames": frames_total,
-            "hours": frames_total * cfg.hop_length / cfg.sample_rate / 3600, "n_mels": cfg.n_mels,
+    info = {"voices": voices, "summary": summary, "frames": int(codes.shape[0]),
+            "hours": codes.shape[0] * cfg.hop_length / cfg.sample_rate / 3600, "n_mels": cfg.n_mels,
             "mel_low": MEL_LOW, "mel_high": MEL_HIGH, "mel_mean": float(mel.mean()), "mel_std": float(mel.std()),
             "bytes": (out / "mels.u8.xz").stat().st_size}
     (out / "pack.json").write_text(json.dumps(info, indent=1))
     return info
 
 
-def load_tts_pack(pack: Path) -> tuple[np.ndarray, list[dict], dict]:
-    """``(mels [frames, 80] float32, index rows, pack info)``."""
+def _read_codes(pack: Path) -> tuple[np.ndarray, list[dict], dict]:
     info = json.loads((pack / "pack.json").read_text())
     codes = np.frombuffer(lzma.decompress((pack / "mels.u8.xz").read_bytes()), np.uint8)
     rows = [json.loads(line) for line in (pack / "index.jsonl").read_text().splitlines() if line]
-    return dequantise(codes.reshape(-1, info["n_mels"])), rows, info
+    return codes.reshape(-1, info["n_mels"]), rows, info
+
+
+def load_tts_pack(pack: Path) -> tuple[np.ndarray, list[dict], dict]:
+    """``(mels [frames, 80] float32, index rows, pack info)``."""
+    codes, rows, info = _read_codes(pack)
+    return dequantise(codes), rows, info
+
+
+def subset_tts_pack(pack: Path, out: Path, every: int) -> dict:
+    """Every ``every``-th utterance of ``pack`` (each voice keeps its share) as a pack of its own: the vocoder's
+    training set, small enough to travel in one device call."""
+    codes, rows, info = _read_codes(pack)
+    out.mkdir(parents=True, exist_ok=True)
+    kept, chunks, start = [], [], 0
+    for row in rows[::every]:
+        chunks.append(codes[row["start"] : row["start"] + row["frames"]])
+        kept.append({**row, "start": start})
+        start += row["frames"]
+    from tts.hifigan import HifiGanConfig
+
+    hop_seconds = HifiGanConfig().hop_length / HifiGanConfig().sample_rate
+    summary = {voice: {"hours": sum(r["frames"] for r in kept if r["voice"] == voice) * hop_seconds / 3600,
+                       "utterances": sum(1 for r in kept if r["voice"] == voice)} for voice in info["voices"]}
+    return _write_pack(out, np.concatenate(chunks), kept, info["voices"], summary)
+
+
+if __name__ == "__main__":  # python -m speech.corpus.tts_pack subset PACK OUT EVERY (needs only numpy)
+    import sys
+
+    if len(sys.argv) != 5 or sys.argv[1] != "subset":
+        sys.exit("usage: python -m speech.corpus.tts_pack subset PACK OUT EVERY")
+    print(json.dumps(subset_tts_pack(Path(sys.argv[2]), Path(sys.argv[3]), int(sys.argv[4]))["summary"]))
