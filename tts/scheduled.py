@@ -65,7 +65,7 @@ class ScheduledSynthesis:
     seconds) tells the lanes by when the chunks are needed."""
 
     def __init__(self, scheduler: ChunkScheduler, lanes: tuple[str, str], model: AcousticModel,
-                 vocoder: HifiGan, settings: SolverSettings, voice: str, vocoder_chunk: int = 32) -> None:
+                 vocoder: HifiGan, settings: SolverSettings, voice: str, vocoder_chunk: int = 16) -> None:
         self.text = TextFeed(model, voice, settings.chunk)
         self.audio = VocoderFeed(step_functions(model, vocoder, settings)[1], vocoder_chunk)
         self.speaker = torch.tensor(self.text.speaker)

@@ -132,7 +132,7 @@ class StreamingSynthesizer:
     """One stream of text in, audio out (22.05 kHz float32), its steps run inline."""
 
     def __init__(self, model: AcousticModel, vocoder: HifiGan, settings: SolverSettings, voice: str,
-                 length_scale: float = 1.0, vocoder_chunk: int = 32,
+                 length_scale: float = 1.0, vocoder_chunk: int = 16,
                  on_mel: Callable[[Tensor], None] | None = None, backend: Backend | None = None) -> None:
         """``backend``: where the steps run (``streaming.onnx_backend.OnnxBackend``: ONNX Runtime, from the
         exported files); None: torch, on the model's device."""

@@ -4,7 +4,8 @@ sentences, one stream at a time, on this machine.
 
 Time to first audio: from handing a system the sentence (its first word is there; ours would start as well
 with only four words) to the first audio it returns. Ours streams: the front end commits words, the flow
-step makes 16-frame mel chunks, the vocoder step emits audio after its first 32 frames; Piper returns a
+step makes 16-frame mel chunks, the vocoder step emits audio after its first 16 (``--vocoder-chunk``; the
+causal vocoder's one frame of lookahead comes with the next chunk, V1's 13 frames with a later one); Piper returns a
 sentence at a time and Kokoro the whole utterance. RTF: synthesis time over audio duration. WER: the
 Whisper base judge (faster-whisper) on the audio resampled to 16 kHz; its transcript goes through our TTS
 text normaliser (digits, times and dates to words, as the spoken-form references are) and then asr.text's.
@@ -37,7 +38,7 @@ class TtsBenchConfig:
     solver: str = "euler"
     guidance: float = 0.0
     chunk: int = 16
-    vocoder_chunk: int = 32
+    vocoder_chunk: int = 16
     peers: tuple[str, ...] = ("piper", "kokoro")
     judge: bool = True  # WER by the Whisper base judge
     long_minutes: float = 10.0  # the long stream (ours, text word by word); 0 skips it

@@ -105,10 +105,11 @@ def build_tts_pack(out: Path, voices: tuple[VoiceSource, ...] = DEFAULT_VOICES, 
             seconds += mel.shape[0] * cfg.hop_length / cfg.sample_rate
         summary[voice.name] = {"source": voice.select, "hours": seconds / 3600,
                                "utterances": sum(1 for r in index if r["speaker"] == speaker)}
-    return _write_pack(out, np.concatenate(chunks), index, [v.name for v in voices], summary)
+    return write_pack(out, np.concatenate(chunks), index, [v.name for v in voices], summary)
 
 
-def _write_pack(out: Path, codes: np.ndarray, index: list[dict], voices: list[str], summary: dict) -> dict:
+def write_pack(out: Path, codes: np.ndarray, index: list[dict], voices: list[str], summary: dict) -> dict:
+    """The pack's files from 8-bit mels ``[frames, 80]`` and their index rows; returns ``pack.json``'s info."""
     from tts.hifigan import HifiGanConfig
 
     cfg = HifiGanConfig()
@@ -152,7 +153,7 @@ def subset_tts_pack(pack: Path, out: Path, every: int) -> dict:
     hop_seconds = HifiGanConfig().hop_length / HifiGanConfig().sample_rate
     summary = {voice: {"hours": sum(r["frames"] for r in kept if r["voice"] == voice) * hop_seconds / 3600,
                        "utterances": sum(1 for r in kept if r["voice"] == voice)} for voice in info["voices"]}
-    return _write_pack(out, np.concatenate(chunks), kept, info["voices"], summary)
+    return write_pack(out, np.concatenate(chunks), kept, info["voices"], summary)
 
 
 if __name__ == "__main__":  # python -m speech.corpus.tts_pack subset PACK OUT EVERY (needs only numpy)
