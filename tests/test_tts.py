@@ -207,4 +207,10 @@ def test_speech_say_cli(tmp_path) -> None:
     bad = subprocess.run([*say, "x", "--voice", "nobody", "-o", str(tmp_path / "x.wav")], check=False,
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "unknown voice 'nobody'" in bad.stderr and "lj" in bad.stderr
+    no_vocoder = subprocess.run([*say, "x", "--vocoder", str(tmp_path), "-o", str(tmp_path / "x.wav")], check=False,
+                                capture_output=True, text=True, timeout=120)
+    assert no_vocoder.returncode == 2 and "not a vocoder directory" in no_vocoder.stderr
+    universal = tmp_path / "universal.wav"
+    subprocess.run([*say, "Hello there.", "--vocoder", "universal", "-o", str(universal)], check=True, timeout=120)
+    assert soundfile.info(str(universal)).duration > 0.5
     assert (DEFAULT_TTS / "README.md").exists()  # the card beside the shipped weights
