@@ -11,27 +11,20 @@
 # Back:   $OUT/model.safetensors, config.json, report.json (copy them to speech/models/tts/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/device_parts.sh
 PACK=corpora/ttspack
-PARTS=3
 case "${1:-}" in
 --split)
-    for i in $(seq 0 $((PARTS - 1))); do rm -rf "$PACK-p$i" && mkdir -p "$PACK-p$i"; done
-    split -n $PARTS -d -a 1 "$PACK/mels.u8.xz" "$PACK-p0/mels.u8.xz.part-"
-    for i in $(seq 1 $((PARTS - 1))); do mv "$PACK-p0/mels.u8.xz.part-$i" "$PACK-p$i/"; done
+    split_parts "$PACK/mels.u8.xz" 3 "$PACK"
     cp "$PACK/index.jsonl" "$PACK/pack.json" "$PACK-p0/"
-    (cd "$PACK" && sha256sum mels.u8.xz) > "$PACK-p0/mels.u8.xz.sha256"
     exit 0;;
 --stage)
-    mkdir -p corpora/ttsstage
-    for part in "$PACK"-p*; do [ -d "$part" ] && cp "$part"/* corpora/ttsstage/; done
-    ls corpora/ttsstage
+    stage_parts "$PACK" corpora/ttsstage
     exit 0;;
 esac
 if [ ! -f "$PACK/mels.u8.xz" ]; then
-    mkdir -p "$PACK"
-    cat corpora/ttsstage/mels.u8.xz.part-* > "$PACK/mels.u8.xz"
-    cp corpora/ttsstage/{index.jsonl,pack.json,mels.u8.xz.sha256} "$PACK/"
-    (cd "$PACK" && sha256sum -c mels.u8.xz.sha256)
+    join_parts corpora/ttsstage mels.u8.xz "$PACK"
+    cp corpora/ttsstage/{index.jsonl,pack.json} "$PACK/"
 fi
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 OUT=${OUT:-bench-results}

@@ -14,6 +14,7 @@
 # Back:   $OUT/model.safetensors, config.json, report.json (copy them to speech/models/vocoder/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/device_parts.sh
 TEACHER=corpora/teacher
 case "${1:-}" in
 --split)
@@ -28,23 +29,13 @@ from tts.hifigan import load_universal_hifigan
 save_file({k: v.half().contiguous() for k, v in load_universal_hifigan().state_dict().items()}, sys.argv[1])
 PY
     .venv/bin/python -m speech.corpus.tts_pack subset corpora/ttspack corpora/vocpack 3
-    rm -rf "$TEACHER"-p0 "$TEACHER"-p1 && mkdir -p "$TEACHER"-p0 "$TEACHER"-p1
-    split -n 2 -d -a 1 "$TEACHER/hifigan.safetensors" "$TEACHER-p0/hifigan.safetensors.part-"
-    mv "$TEACHER-p0/hifigan.safetensors.part-1" "$TEACHER-p1/"
-    (cd "$TEACHER" && sha256sum hifigan.safetensors) > "$TEACHER-p0/hifigan.safetensors.sha256"
+    split_parts "$TEACHER/hifigan.safetensors" 2 "$TEACHER"
     exit 0;;
 --stage)
-    mkdir -p corpora/teacherstage
-    for part in "$TEACHER"-p*; do [ -d "$part" ] && cp "$part"/* corpora/teacherstage/; done
-    ls corpora/teacherstage
+    stage_parts "$TEACHER" corpora/teacherstage
     exit 0;;
 esac
-if [ ! -f "$TEACHER/hifigan.safetensors" ]; then
-    mkdir -p "$TEACHER"
-    cat corpora/teacherstage/hifigan.safetensors.part-* > "$TEACHER/hifigan.safetensors"
-    cp corpora/teacherstage/hifigan.safetensors.sha256 "$TEACHER/"
-    (cd "$TEACHER" && sha256sum -c hifigan.safetensors.sha256)
-fi
+join_parts corpora/teacherstage hifigan.safetensors "$TEACHER"
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
 OUT=${OUT:-bench-results}
 PYTHONPATH=. python3 -m speech.training.vocoder --config configs/vocoder.yaml \
