@@ -22,7 +22,9 @@ stage_parts() {
 
 join_parts() {
     local stage=$1 name=$2 out=$3
-    [ -f "$out/$name" ] && return 0
+    if [ -f "$out/$name" ] && (cd "$out" && sha256sum --status -c "$name.sha256" 2>/dev/null); then
+        return 0
+    fi
     mkdir -p "$out"
     cat "$stage/$name".part-* > "$out/$name"
     cp "$stage/$name.sha256" "$out/"

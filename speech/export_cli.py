@@ -43,6 +43,8 @@ def add_export(subparsers) -> None:
 
 
 def _source(args: argparse.Namespace) -> dict[str, object]:
+    if args.vocoder and args.model != "tts":
+        raise ValueError(f"--vocoder goes with tts, not {args.model!r}")
     if args.model == "tts":
         return {"model": "tts", "steps": args.steps, **({"vocoder": args.vocoder} if args.vocoder else {})}
     if args.model == "whisper-causal":

@@ -34,11 +34,18 @@ def load_tts(model_dir: str | Path | None = None, vocoder: str | Path | None = N
     return load_acoustic(directory), load_vocoder(None if vocoder == UNIVERSAL_VOCODER else vocoder)
 
 
-def tts_backend(name: str):
-    """``torch`` (None) or ``onnx``: ONNX Runtime on the steps exported to the cache (fp32)."""
+def tts_backend(name: str, threads: int | None = None):
+    """``torch`` (None) or ``onnx``: ONNX Runtime on the steps exported to the cache (fp32), each session
+    using ``threads`` (None: ONNX Runtime's default, every core)."""
     from .engines import onnx_backend
 
-    return onnx_backend({"name": "tts", "backend": name})
+    try:
+        backend = onnx_backend({"name": "tts", "backend": name})
+    except ModuleNotFoundError as error:
+        raise ValueError(f"--backend onnx needs onnxruntime and onnx (pip install -e .[export]): {error}") from error
+    if backend is not None and threads:
+        backend.threads = threads
+    return backend
 
 
 def add_say(subparsers) -> None:

@@ -14,7 +14,7 @@ DEFAULT_MODELS = [
     {"name": "fastconformer", "family": "fastconformer", "default_lookahead_ms": 80, "max_wait_ms": 20,
      "backend": "onnx", "precision": "fp32"},
     {"name": "whisper-causal", "family": "whisper-causal", "chunk_ms": 300, "optional": True},
-    {"name": "tts", "family": "tts", "steps": 4, "chunk": 16, "max_wait_ms": 5, "optional": True},
+    {"name": "tts", "family": "tts", "steps": 4, "chunk": 16, "max_wait_ms": 5, "backend": "onnx", "optional": True},
 ]
 
 

@@ -18,7 +18,7 @@ from audio_checks import spectral_flux
 from real_audio import real_recordings
 
 from speech.audio import resample
-from speech.say import DEFAULT_VOCODER
+from speech.say import DEFAULT_TTS, DEFAULT_VOCODER
 from tts.hifigan import hifigan_mel, load_vocoder
 from tts.vocoder import StreamingVocoder, VocoderStep, vocode_offline
 
@@ -122,3 +122,10 @@ def test_no_clicks_at_seams(generator, mel, offline):
     assert len(at) > 10
     for i in at:
         assert flux[i] <= max(ceiling, reference[i] + 1e-3), (i, flux[i], ceiling, reference[i])
+
+
+def test_a_directory_that_is_not_a_vocoder_is_refused_clearly(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not a vocoder directory"):
+        load_vocoder(tmp_path)
+    with pytest.raises(ValueError, match="not a vocoder directory of `speech train vocoder`"):
+        load_vocoder(DEFAULT_TTS)  # a TTS model's config.json and weights

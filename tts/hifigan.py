@@ -243,9 +243,12 @@ def load_vocoder(directory: str | Path | None) -> HifiGan:
     from safetensors.torch import load_file
 
     directory = Path(directory)
-    if not (directory / "config.json").is_file():
+    if not (directory / "config.json").is_file() or not (directory / "model.safetensors").is_file():
         raise FileNotFoundError(f"{directory}: not a vocoder directory (config.json + model.safetensors)")
-    model = HifiGan(HifiGanConfig.from_dict(json.loads((directory / "config.json").read_text())))
-    model.load_state_dict({k: v.float() for k, v in load_file(str(directory / "model.safetensors")).items()})
+    try:
+        model = HifiGan(HifiGanConfig.from_dict(json.loads((directory / "config.json").read_text())))
+        model.load_state_dict({k: v.float() for k, v in load_file(str(directory / "model.safetensors")).items()})
+    except (TypeError, RuntimeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{directory}: not a vocoder directory of `speech train vocoder` "
+                         f"(a HiFi-GAN config.json and its weights): {str(error)[:200]}") from error
     return model.eval()
-

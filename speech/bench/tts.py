@@ -74,10 +74,13 @@ def _load_ours(cfg: TtsBenchConfig) -> Ours:
 
     from ..say import load_tts, tts_backend
 
+    if cfg.backend == "onnx" and cfg.device != "cpu":
+        raise ValueError("--backend onnx runs on this CPU (the image's onnxruntime); use --device cpu, or torch "
+                         "for --device cuda")
     model, vocoder = load_tts(cfg.model, cfg.vocoder)
     device = torch.device(cfg.device)
     settings = SolverSettings(steps=cfg.steps, solver=cfg.solver, guidance=cfg.guidance, chunk=cfg.chunk)
-    return Ours(model.to(device), vocoder.to(device), settings, tts_backend(cfg.backend))
+    return Ours(model.to(device), vocoder.to(device), settings, tts_backend(cfg.backend, cfg.threads))
 
 
 def _ours(cfg: TtsBenchConfig, loaded: Ours) -> System:
@@ -91,8 +94,7 @@ def _ours(cfg: TtsBenchConfig, loaded: Ours) -> System:
     where = "onnxruntime" if loaded.backend else "torch"
     name = (f"ours ({voice}, {cfg.steps} {cfg.solver} steps, {cfg.chunk}-frame chunks, {which}, {where}, "
             f"{cfg.device})")
-    vocoder = loaded.vocoder
-    return System(name, vocoder.cfg.sample_rate, speak)
+    return System(name, loaded.vocoder.cfg.sample_rate, speak)
 
 
 def _piper(cfg: TtsBenchConfig) -> System:

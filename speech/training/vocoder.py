@@ -5,7 +5,7 @@ CPU; the student (``tts.hifigan`` with ``lookahead_frames``: causal layers, one 
 streams one frame late at a fraction of the cost. It learns the teacher's waveform from the same mels: random
 windows of a TTS pack's mels (real and corpus voices), the teacher run on the window plus its receptive field
 (so its target is exactly its offline output), the student on ``context_frames`` before the scored frames
-(so its causal layers are warm, as in a stream). Loss: multi-resolution STFT (spectral convergence + log
+(so its causal layers are nearly as warm as in a stream). Loss: multi-resolution STFT (spectral convergence + log
 magnitude), the HiFi-GAN mel L1, and a waveform L1 to the teacher. AdamW, warm-up + cosine, ``ckpt.pt`` for
 resume across device calls; at the end of a call ``model.safetensors`` (fp16) + ``config.json`` +
 ``report.json`` with the validation losses.
@@ -41,7 +41,7 @@ class VocoderTrainConfig:
     lookahead_frames: int = 1
     resblock_kernels: tuple[int, ...] = (3, 7, 11)
     segment_frames: int = 32  # frames scored per window
-    context_frames: int = 24  # frames before them that warm the student's causal layers
+    context_frames: int = 24  # frames before them that warm the student's causal layers (most of its 25.4)
     batch: int = 32
     lr: float = 5e-4
     warmup_steps: int = 500
@@ -92,9 +92,7 @@ class MelWindows:
         self.mels = torch.from_numpy(mels.T.copy()).to(device)  # [80, frames]
         self.cfg, self.reach, self.device = cfg, teacher_reach, device
         self.span = cfg.context_frames + cfg.segment_frames
-        generator = torch.Generator().manual_seed(cfg.seed)
-        self.val_starts = self._starts(cfg.val_windows, generator)
-        self.generator = generator
+        self.val_starts = self._starts(cfg.val_windows, torch.Generator().manual_seed(cfg.seed))
 
     def _starts(self, n: int, generator: torch.Generator) -> Tensor:
         low, high = self.reach, self.mels.shape[1] - self.span - self.reach
@@ -149,7 +147,7 @@ def run(cfg: VocoderTrainConfig) -> dict:
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(cfg.seed)
     teacher = load_teacher(cfg.teacher, device)
-    data = MelWindows(Path(cfg.pack), cfg, math.ceil(teacher.receptive_field()[1]) + 1, device)
+    data = MelWindows(Path(cfg.pack), cfg, math.ceil(max(teacher.receptive_field())) + 1, device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     student = HifiGan(student_config(cfg)).to(device)
