@@ -414,23 +414,25 @@ def test_backpressure_bounds_the_queue_of_a_fast_sender(recordings, in_process):
 
 
 def test_a_fast_sender_is_not_dropped_while_its_pongs_wait_behind_its_audio(recordings):
-    """Keep-alive pings every 0.2 s on both sides while a client sends 8 utterances as fast as it can: the
-    server reads 3 frames ahead, so each side's pong waits behind queued audio for longer than the ping
-    timeout. Traffic still moving counts as alive (``speech.keepalive``): the session completes, exact.
+    """Keep-alive pings every 0.2 s on both sides, 1 s timeouts, while a client sends 8 utterances as fast as it
+    can: the server reads 3 frames ahead, so each side's pong waits behind seconds of queued audio (loopback
+    socket buffers hold megabytes), longer than the ping timeout. Traffic still moving counts as alive
+    (``speech.keepalive``): the session completes, exact.
 
     The steps run on ONNX Runtime's step thread, as shipped. With torch lanes they would run inline on the
-    event loop that this test's client shares with the server, and a step longer than 0.2 s (a slow CI
-    machine) would stop both sides' traffic at once: a drop that separate processes would not see."""
+    event loop that this test's client shares with the server, and a step longer than the timeout would stop
+    both sides' traffic at once: a drop that separate processes would not see. With 0.2 s timeouts a loaded
+    CI machine still paused traffic that long now and then, hence 1 s."""
     audio = np.concatenate([a for _, a in recordings[:8]])
 
     async def body(server):
-        client = await SpeechClient.connect(server.ws_url, ping_interval_s=0.2, ping_timeout_s=0.2)
+        client = await SpeechClient.connect(server.ws_url, ping_interval_s=0.2, ping_timeout_s=1.0)
         async with client:
             await client.start(sample_rate=16000)
             return await client.stream(audio, 16000, frame_s=0.01)
 
     messages = run(body, models=[{**FC_ONLY[0], "backend": "onnx"}], queue_frames=3, ping_interval_s=0.2,
-                   ping_timeout_s=0.2)
+                   ping_timeout_s=1.0)
     assert messages[-1]["audio_s"] == round(len(audio) / 16000, 3)
     backend = onnx_backend({"backend": "onnx"})
     assert comparable(hypotheses(messages)) == comparable(
