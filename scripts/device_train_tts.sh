@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # On the lent GPU machine: train (or resume) the TTS acoustic model; returns model, config and report.
 #
-# A call carries 64 MiB of working tree and the tracked tree takes ~46, so the TTS pack (~47 MiB) travels
-# in three parts, one call each, while the machine stays warm (30 s idle).
+# A call carries 64 MiB of working tree and the tracked tree takes ~48, so the TTS pack (~47 MiB) travels
+# in four parts, one call each, while the machine stays warm (30 s idle).
 # Here:   speech corpus tts-pack --out corpora/ttspack && bash scripts/device_train_tts.sh --split
 # There:  carry corpora/ttspack-p0, run `bash scripts/device_train_tts.sh --stage`; the same with
-#         corpora/ttspack-p1; then carry corpora/ttspack-p2 and run
+#         corpora/ttspack-p1 and -p2; then carry corpora/ttspack-p3 and run
 #         `bash scripts/device_train_tts.sh --stage && bash scripts/device_train_tts.sh [KEY=VALUE settings]`;
 #         the last command again resumes from corpora/runs/tts/ckpt.pt while the machine is warm.
 # Back:   $OUT/model.safetensors, config.json, report.json (copy them to speech/models/tts/).
@@ -15,7 +15,7 @@ source scripts/device_parts.sh
 PACK=corpora/ttspack
 case "${1:-}" in
 --split)
-    split_parts "$PACK/mels.u8.xz" 3 "$PACK"
+    split_parts "$PACK/mels.u8.xz" 4 "$PACK"
     cp "$PACK/index.jsonl" "$PACK/pack.json" "$PACK-p0/"
     exit 0;;
 --stage)

@@ -107,7 +107,7 @@ def _bench_tts(args: argparse.Namespace) -> int:
     cfg = tts.TtsBenchConfig(args.sentences, args.model, args.vocoder, args.backend, args.voice, args.steps,
                              args.solver, args.guidance,
                              args.chunk, args.vocoder_chunk, tuple(args.peers), not args.no_judge, args.long_minutes,
-                             args.device,
+                             args.device, skip=args.skip,
                              **({"threads": args.threads} if args.threads else {}))
     return _reported("bench tts", lambda: tts.main(cfg, args.json), ValueError, FileNotFoundError,
                      ModuleNotFoundError, EngineUnavailable, JudgeUnavailable)
@@ -214,6 +214,8 @@ def _add_bench(subparsers) -> None:
     tt = which.add_parser("tts", help="time to first audio, RTF and WER of our streaming TTS vs Piper and Kokoro",
                           description="The same held-out sentences through each system, one stream at a time.")
     tt.add_argument("--sentences", type=int, default=d.sentences, help=f"held-out sentences ({d.sentences})")
+    tt.add_argument("--skip", type=int, default=d.skip,
+                    help="start after this many held-out sentences (0; e.g. 50: a set apart from the default 50)")
     tt.add_argument("--model", help="our TTS model directory (default: the shipped one)")
     tt.add_argument("--vocoder", help="our vocoder directory or 'universal' (default: the shipped causal student)")
     tt.add_argument("--backend", choices=["torch", "onnx"], default=d.backend,

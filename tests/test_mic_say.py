@@ -67,6 +67,16 @@ def test_typed_text_is_spoken_in_process(typed, expected):
     assert played.shape == expected.shape and np.abs(played - expected).max() <= 1e-5
 
 
+def test_typed_text_is_spoken_on_onnx_runtime_with_a_chosen_vocoder(typed, expected):
+    """``--backend onnx`` runs the same steps in ONNX Runtime; ``--vocoder`` names the vocoder (here the
+    shipped one by its directory)."""
+    from speech.say import DEFAULT_VOCODER
+
+    assert main(["mic", "--say", "--voice", "joe", "--backend", "onnx", "--vocoder", str(DEFAULT_VOCODER)]) == 0
+    played = np.concatenate(FakeOutputStream.played)
+    assert played.shape == expected.shape and np.abs(played - expected).max() <= 1e-3
+
+
 def test_typed_text_is_spoken_through_a_server(typed, expected):
     with served([{"name": "tts", "family": "tts", "max_wait_ms": 5}]) as url:
         assert main(["mic", "--say", "--voice", "joe", "--server", url]) == 0

@@ -72,3 +72,64 @@ def test_train_writes_a_causal_streaming_vocoder_and_resumes(pack, tmp_path, cap
     assert main(["train", "vocoder", "--config", str(RECIPE), *settings, "total_steps=3"]) == 0
     assert "resumed at step 2" in capsys.readouterr().err
     assert json.loads((out / "report.json").read_text())["step"] == 3
+
+
+def test_an_utterance_start_window_is_scored_as_a_stream_begins(pack):
+    """The student's audio of a window from an utterance's first frame is what a stream of that utterance
+    plays first (empty caches), and the teacher's is its offline output there."""
+    from speech.training.vocoder import (
+        MelWindows,
+        VocoderTrainConfig,
+        initial_student,
+        load_teacher,
+        scored_audio,
+    )
+
+    cfg = VocoderTrainConfig(pack=str(pack), out="", channels=32, segment_frames=8, context_frames=8,
+                             start_fraction=0.5, val_windows=2)
+    teacher, student = load_teacher("universal", torch.device("cpu")), initial_student(cfg).eval()
+    data = MelWindows(pack, cfg, int(max(teacher.receptive_field())) + 1, torch.device("cpu"))
+    mels, rows, _ = load_tts_pack(pack)
+    first = torch.tensor([rows[1]["start"]])
+    with torch.no_grad():
+        ours, target = scored_audio(student, teacher, data, (first[:0], first), cfg)
+    utterance = torch.from_numpy(mels[rows[1]["start"] : rows[1]["start"] + rows[1]["frames"]].T.copy())
+    streamed = StreamingVocoder(VocoderStep(student), chunk=3)
+    audio = np.concatenate([streamed.push(utterance[:, :5]), streamed.push(utterance[:, 5:]), streamed.finish()])
+    assert np.abs(ours[0].numpy() - audio[: ours.shape[1]]).max() <= 1e-4
+    assert np.abs(target[0].numpy() - vocode_offline(teacher, utterance)[: target.shape[1]]).max() <= 1e-4
+    assert data.batch(0)[1].tolist() and set(data.batch(0)[1].tolist()) <= {r["start"] for r in rows}
+
+
+def test_adversarial_fine_tuning_starts_from_a_student_and_resumes_with_its_discriminators(pack, tmp_path, capsys):
+    base, tuned = tmp_path / "base", tmp_path / "tuned"
+    small = ["batch=2", "val_windows=2", "segment_frames=8", "context_frames=8"]
+    assert main(["train", "vocoder", "--config", str(RECIPE), "--set", f"pack={pack}", f"out={base}", *small,
+                 "channels=32", "total_steps=1"]) == 0
+    settings = ["--set", f"pack={pack}", f"out={tuned}", *small, f"init={base}", "adversarial_weight=0.1",
+                "channels=128"]  # init's config wins over channels
+    assert main(["train", "vocoder", "--config", str(RECIPE), *settings, "total_steps=1"]) == 0
+    assert (tuned / "disc.pt").exists()
+    report = json.loads((tuned / "report.json").read_text())
+    assert report["config"]["channels"] == 32 and all(np.isfinite(v) for v in report["validation"].values())
+    first = load_vocoder(tuned)
+    changed = [not torch.equal(a, b) for a, b in zip(load_vocoder(base).state_dict().values(),
+                                                     first.state_dict().values())]
+    assert any(changed)  # a step moved the weights it started from
+
+    capsys.readouterr()
+    assert main(["train", "vocoder", "--config", str(RECIPE), *settings, "total_steps=2"]) == 0
+    assert capsys.readouterr().err.count("resumed at step 1") == 2  # the student and the discriminators
+    assert load_vocoder(tuned).cfg.channels == 32
+
+
+def test_a_recipe_takes_exponent_numbers_yaml_reads_as_text(tmp_path):
+    """``lr=2e-4`` is a string to YAML 1.1 (no dot); the recipe takes it as the float its key declares, and a
+    word there is a clear error."""
+    from speech.training.recipe import load_recipe
+    from speech.training.vocoder import VocoderTrainConfig
+
+    cfg = load_recipe(VocoderTrainConfig, RECIPE, ["lr=2e-4", "init=2e-4"])
+    assert cfg.lr == 2e-4 and cfg.init == "2e-4"  # init is a path: text stays text
+    with pytest.raises(ValueError, match="lr='fast': expected a number"):
+        load_recipe(VocoderTrainConfig, RECIPE, ["lr=fast"])

@@ -44,6 +44,7 @@ class TtsBenchConfig:
     long_minutes: float = 10.0  # the long stream (ours, text word by word); 0 skips it
     device: str = "cpu"  # ours only: 'cuda' measures our time to first audio on a GPU
     threads: int = field(default_factory=torch.get_num_threads)
+    skip: int = 0  # held-out sentences passed over first (a development set apart from the reported first 50)
 
 
 @dataclass
@@ -205,7 +206,9 @@ def main(cfg: TtsBenchConfig, json_path: str) -> dict:
     from ..corpus.text import heldout_sentences
 
     torch.set_num_threads(cfg.threads)
-    sentences = heldout_sentences()[: cfg.sentences]
+    sentences = heldout_sentences()[cfg.skip : cfg.skip + cfg.sentences]
+    if not sentences:
+        raise ValueError(f"--skip {cfg.skip}: there are only {len(heldout_sentences())} held-out sentences")
     # Ours first, then its long stream, in a process that has loaded nothing else (the peers' and the judge's
     # thread pools stay behind), then the peers; the judge listens last.
     loaded = _load_ours(cfg)

