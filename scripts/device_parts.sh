@@ -1,5 +1,5 @@
 # Sourced by the device scripts: one large file carried to the lent GPU machine in parts, one call each (a
-# call carries 64 MiB of working tree, the tracked tree takes ~46), while the machine stays warm.
+# call carries 64 MiB of working tree, the tracked tree takes ~48), while the machine stays warm.
 #   split_parts FILE PARTS DIR   here: DIR-p0 .. DIR-p{PARTS-1} hold FILE's parts, DIR-p0 its sha256 too
 #   stage_parts DIR STAGE        there: copies whatever parts this call carried into STAGE
 #   join_parts STAGE NAME OUT    there: STAGE's parts of NAME -> OUT/NAME, checked against the sha256

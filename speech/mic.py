@@ -55,6 +55,9 @@ def add_mic(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.say:
         return _say(args)
+    if args.vocoder or args.backend != "torch":
+        print("speech mic: --vocoder and --backend choose the TTS of --say; captions take --model", file=sys.stderr)
+        return 2
     if args.vc:
         print("speech mic --vc: voice conversion is not available yet (arrives with issue 9)", file=sys.stderr)
         return 2

@@ -4,8 +4,11 @@ At one stream a step's GPU time is launch overhead, not arithmetic (the TTS flow
 of a transformer decoder, a 16-frame chunk each; eager PyTorch spent ~20 ms launching what the H100 runs in
 a few). A step is pure and its shapes are fixed per chunk size, which is what graph capture needs: each
 input/state shape is captured the second time it comes (after warm-up runs on a side stream; a shape seen
-once, such as a stream's short last chunk, runs eagerly) and replayed after copying the chunk into the
-graph's static tensors. Outputs are cloned out, so a caller may keep them past the next call.
+once runs eagerly) and replayed after copying the chunk into the graph's static tensors. Outputs are cloned
+out, so a caller may keep them past the next call. Each graph keeps a private memory pool: the steady chunk
+shape is one graph per step, and the short last chunks of streams add one per length that recurs (a
+vocoder step: at most its chunk length). Capture is process-wide in CUDA, so one lock serialises every
+capture and replay in the process; everything runs under ``inference_mode``.
 """
 
 from __future__ import annotations
@@ -36,15 +39,15 @@ def _shape_key(inputs: Tensors, state: Tensors) -> tuple:
 
 
 class GraphedStep(StepFunction):
-    """``step`` as CUDA graph replays, one graph per input and state shape that came more than once; calls are
-    serialised (the static tensors are shared)."""
+    """``step`` as CUDA graph replays, one graph per input and state shape that came more than once."""
+
+    _lock = threading.Lock()  # one for the process: a capture must see no other thread's CUDA work
 
     def __init__(self, step: StepFunction) -> None:
         super().__init__()
         self.inner, self.name = step, step.name
         self._graphs: dict[tuple, _Captured] = {}
         self._seen: set[tuple] = set()
-        self._lock = threading.Lock()
 
     @property
     def signature(self) -> StepSignature:
@@ -54,7 +57,7 @@ class GraphedStep(StepFunction):
         return self.inner.initial_state(batch, device)
 
     def step(self, inputs: Tensors, state: Tensors) -> tuple[Tensors, Tensors]:
-        with self._lock, torch.no_grad():
+        with self._lock, torch.inference_mode():
             key = _shape_key(inputs, state)
             if key not in self._graphs and key not in self._seen:
                 self._seen.add(key)
@@ -96,18 +99,20 @@ class CudaGraphBackend(TorchBackend):
         super().__init__(device, dtype)
         if self.device.type != "cuda":
             raise ValueError(f"CUDA graphs need a CUDA device, got {self.device}")
-        self._prepared: dict[tuple, GraphedStep] = {}
+        self._prepared: dict[tuple, tuple[StepFunction, GraphedStep]] = {}  # the source held: its ids stay its own
 
     def __repr__(self) -> str:
         return f"CudaGraphBackend(device={str(self.device)!r}, dtype={self.dtype_name!r})"
 
     def prepare(self, step: StepFunction) -> StepFunction:
+        """The step's :class:`GraphedStep`, shared with every earlier step of the same parameters and signature."""
         if isinstance(step, GraphedStep):
             return step
         key = (type(step).__name__, repr(step.signature), tuple((id(t), t._version) for t in step.parameters()))
         if key not in self._prepared:  # the eager step (perhaps a copy on this device) made once per key
-            self._prepared[key] = GraphedStep(super().prepare(step))
-        return self._prepared[key]
+            self._prepared[key] = (step, GraphedStep(super().prepare(step)))
+        return self._prepared[key][1]
 
     def run(self, step: StepFunction, inputs: Tensors, state: Tensors) -> tuple[Tensors, Tensors]:
-        return step.step(self._cast(inputs), self._cast(state))
+        with torch.inference_mode():
+            return step.step(self._cast(inputs), self._cast(state))

@@ -30,3 +30,5 @@ def test_bench_tts_on_a_development_slice(tmp_path, capsys):
     assert "targets:" in capsys.readouterr().out
     assert main(["bench", "tts", "--skip", str(len(heldout_sentences())), "--peers", "--no-judge"]) == 2
     assert "there are only" in capsys.readouterr().err
+    assert main(["bench", "tts", "--sentences", "0", "--peers", "--no-judge"]) == 2
+    assert "1 or more sentences" in capsys.readouterr().err

@@ -45,7 +45,7 @@ def test_graph_replays_give_the_eager_audio(models):
 def test_streams_of_one_model_share_their_graphs_and_keep_their_own_state(models):
     backend = CudaGraphBackend()
     first = speak(models, backend)
-    steps = list(backend._prepared.values())
+    steps = [graphed for _, graphed in backend._prepared.values()]
     assert len(steps) == 2 and all(isinstance(s, GraphedStep) for s in steps)  # the flow step, the vocoder step
     assert [len(s._graphs) for s in steps] == [1, 1]  # the 16-frame chunk of each; a last short one runs eagerly
     other = speak(models, backend, IDS[::-1], split=5)  # another text, cut elsewhere

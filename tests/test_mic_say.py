@@ -82,3 +82,11 @@ def test_typed_text_is_spoken_through_a_server(typed, expected):
         assert main(["mic", "--say", "--voice", "joe", "--server", url]) == 0
     played = np.concatenate(FakeOutputStream.played)
     assert played.shape == expected.shape and np.abs(played - expected).max() <= 1e-3
+
+
+def test_tts_choices_are_refused_where_they_would_be_ignored(typed, capsys):
+    """--vocoder/--backend pick the in-process TTS: with --server or without --say they would do nothing."""
+    assert main(["mic", "--say", "--server", "ws://127.0.0.1:9", "--backend", "onnx"]) == 2
+    assert "with --server the server's models" in capsys.readouterr().err
+    assert main(["mic", "--vocoder", "universal"]) == 2
+    assert "choose the TTS of --say" in capsys.readouterr().err

@@ -129,7 +129,10 @@ def test_a_recipe_takes_exponent_numbers_yaml_reads_as_text(tmp_path):
     from speech.training.recipe import load_recipe
     from speech.training.vocoder import VocoderTrainConfig
 
-    cfg = load_recipe(VocoderTrainConfig, RECIPE, ["lr=2e-4", "init=2e-4"])
+    cfg = load_recipe(VocoderTrainConfig, RECIPE, ["lr=2e-4", "init=2e-4", "total_steps=4e3"])
     assert cfg.lr == 2e-4 and cfg.init == "2e-4"  # init is a path: text stays text
+    assert cfg.total_steps == 4000 and isinstance(cfg.total_steps, int)
     with pytest.raises(ValueError, match="lr='fast': expected a number"):
         load_recipe(VocoderTrainConfig, RECIPE, ["lr=fast"])
+    with pytest.raises(ValueError, match="total_steps='2.5e0': expected a whole number"):
+        load_recipe(VocoderTrainConfig, RECIPE, ["total_steps=2.5e0"])

@@ -206,6 +206,8 @@ def main(cfg: TtsBenchConfig, json_path: str) -> dict:
     from ..corpus.text import heldout_sentences
 
     torch.set_num_threads(cfg.threads)
+    if cfg.skip < 0 or cfg.sentences < 1:
+        raise ValueError(f"--skip {cfg.skip} --sentences {cfg.sentences}: skip 0 or more, then 1 or more sentences")
     sentences = heldout_sentences()[cfg.skip : cfg.skip + cfg.sentences]
     if not sentences:
         raise ValueError(f"--skip {cfg.skip}: there are only {len(heldout_sentences())} held-out sentences")

@@ -10,12 +10,14 @@ Architecture as in the HiFi-GAN paper (Kong et al. 2020, section 2.2/2.3): perio
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm, weight_norm
 
-LRELU_SLOPE = 0.1
+from tts.hifigan import LRELU_SLOPE
+
 Judgement = tuple[list[Tensor], list[list[Tensor]]]  # per discriminator: its scores, its feature maps
 
 
@@ -53,7 +55,7 @@ class PeriodDiscriminator(nn.Module):
 class ScaleDiscriminator(nn.Module):
     """Strided grouped 1-D convolutions over the waveform at one time scale."""
 
-    def __init__(self, norm=weight_norm) -> None:
+    def __init__(self, norm: Callable[[nn.Module], nn.Module] = weight_norm) -> None:
         super().__init__()
         layers = [(1, 128, 15, 1, 1), (128, 128, 41, 2, 4), (128, 256, 41, 2, 16), (256, 512, 41, 4, 16),
                   (512, 1024, 41, 4, 16), (1024, 1024, 41, 1, 16), (1024, 1024, 5, 1, 1)]
@@ -91,15 +93,14 @@ class Discriminators(nn.Module):
 
 def discriminator_loss(real: list[Tensor], fake: list[Tensor]) -> Tensor:
     """Least squares: real scores toward 1, fake toward 0."""
-    return sum(((1 - r) ** 2).mean() + (f**2).mean() for r, f in zip(real, fake))
+    return sum((((1 - r) ** 2).mean() + (f**2).mean() for r, f in zip(real, fake, strict=True)), real[0].new_zeros(()))
 
 
 def generator_loss(fake: list[Tensor]) -> Tensor:
     """Least squares: the student's scores toward 1 (judged real)."""
-    return sum(((1 - f) ** 2).mean() for f in fake)
+    return sum((((1 - f) ** 2).mean() for f in fake), fake[0].new_zeros(()))
 
 
 def feature_matching_loss(real: list[list[Tensor]], fake: list[list[Tensor]]) -> Tensor:
     """L1 between the judges' feature maps of the teacher's and the student's waveforms."""
     return sum(F.l1_loss(f, r.detach()) for rs, fs in zip(real, fake) for r, f in zip(rs, fs))
-

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
@@ -35,14 +36,26 @@ def load_recipe(cls: type[Config], path: str | Path, settings: list[str] = (), *
 
 
 def _as_declared(cls: type, key: str, value: object) -> object:
-    """YAML reads ``2e-4`` (no dot) as a string; a key declared ``float`` takes it as the number it means."""
-    declared = str(cls.__dataclass_fields__[key].type)
-    if not isinstance(value, str) or not declared.startswith("float"):
+    """YAML reads ``2e-4`` (no dot) as a string; a key declared ``float`` (or ``float | None``) takes it as the
+    number it means, and a key declared ``int`` a string such as ``4e3`` that is a whole number."""
+    if not isinstance(value, str):
         return value
     try:
-        return float(value)
+        declared = typing.get_type_hints(cls)[key]
+    except NameError:  # an annotation this module cannot resolve: leave the value to the dataclass
+        return value
+    kinds = set(typing.get_args(declared)) or {declared}
+    number = float if float in kinds else int if int in kinds else None
+    if number is None:
+        return value
+    try:
+        parsed = float(value)
+        if number is int and not parsed.is_integer():
+            raise ValueError(value)
     except ValueError:
-        raise ValueError(f"{key}={value!r}: expected a number (e.g. 3e-4 or 0.0003)") from None
+        raise ValueError(f"{key}={value!r}: expected {'a whole number' if number is int else 'a number'} "
+                         f"(e.g. {'4000' if number is int else '3e-4 or 0.0003'})") from None
+    return number(parsed)
 
 
 def warmup_cosine(step: int, lr: float, warmup_steps: int, total_steps: int, min_lr: float) -> float:

@@ -101,8 +101,12 @@ class MelWindows:
         self.mels = torch.from_numpy(mels.T.copy()).to(device)  # [80, frames]
         self.cfg, self.reach, self.device = cfg, teacher_reach, device
         self.span = cfg.context_frames + cfg.segment_frames
-        last = self.mels.shape[1] - cfg.segment_frames - teacher_reach
-        self.utterance_starts = torch.tensor([r["start"] for r in rows if r["start"] <= last], dtype=torch.long)
+        if not 0.0 <= cfg.start_fraction <= 1.0:
+            raise ValueError(f"start_fraction={cfg.start_fraction}: a share of the windows, 0 to 1")
+        whole = cfg.segment_frames + teacher_reach  # the teacher's target must not read the next utterance
+        self.utterance_starts = torch.tensor([r["start"] for r in rows if r["frames"] >= whole], dtype=torch.long)
+        if cfg.start_fraction > 0 and not len(self.utterance_starts):
+            raise ValueError(f"{pack}: no utterance of {whole} frames or more for the utterance-start windows")
         self.val_starts = self._windows(cfg.val_windows, torch.Generator().manual_seed(cfg.seed))
 
     def _windows(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -143,6 +147,7 @@ def scored_audio(student: HifiGan, teacher: HifiGan, data: MelWindows, windows: 
 
 
 def distillation_losses(ours: Tensor, target: Tensor, cfg: VocoderTrainConfig) -> dict[str, Tensor]:
+    """The student's waveform against the teacher's: multi-resolution STFT, mel L1 and waveform L1."""
     return {"stft": stft_losses(ours, target),
             "mel": cfg.mel_weight * F.l1_loss(hifigan_mel(ours), hifigan_mel(target)),
             "wave": cfg.wave_weight * F.l1_loss(ours, target)}
@@ -177,7 +182,7 @@ class Adversary:
         self.judges = Discriminators().to(device)
         self.optim = torch.optim.AdamW(self.judges.parameters(), lr=cfg.disc_lr, betas=(0.8, 0.99))
         self.path, self.cfg = out / "disc.pt", cfg
-        weights, *_ = resume_checkpoint(self.path, self.optim, device)
+        weights, self.resumed_step, *_ = resume_checkpoint(self.path, self.optim, device)
         if weights is not None:
             self.judges.load_state_dict(weights)
 
@@ -193,18 +198,24 @@ class Adversary:
         return float(loss.detach())
 
     def student_losses(self, ours: Tensor, target: Tensor) -> dict[str, Tensor]:
+        """The adversarial and feature-matching terms of the student's loss (the judges' weights frozen)."""
+        self.judges.requires_grad_(False)
         with torch.no_grad():
             _, real_features = self.judges(target)
         fake, fake_features = self.judges(ours)
+        self.judges.requires_grad_(True)
         weight = self.cfg.adversarial_weight
         return {"adv": weight * generator_loss(fake),
                 "fm": 2 * weight * feature_matching_loss(real_features, fake_features)}
 
     def save(self, step: int) -> None:
+        """Written right after the student's ``ckpt.pt``, with the same step (checked on resume)."""
         save_checkpoint(self.path, self.judges.state_dict(), self.optim, step, 0, [])
 
 
 def initial_student(cfg: VocoderTrainConfig) -> HifiGan:
+    """A fresh student, or ``init``'s (fp32 from its fp16 file), whose config then replaces the recipe's
+    ``channels``, ``lookahead_frames`` and ``resblock_kernels`` (so the report says what was trained)."""
     if cfg.init is None:
         return HifiGan(student_config(cfg))
     student = load_vocoder(cfg.init).train()
@@ -231,6 +242,9 @@ def run(cfg: VocoderTrainConfig) -> dict:
     if weights is not None:
         student.load_state_dict(weights)
     adversary = Adversary(cfg, out, device) if cfg.adversarial_weight > 0 else None
+    if adversary and adversary.resumed_step not in (0, step):
+        raise ValueError(f"{out}: ckpt.pt is at step {step} but disc.pt at {adversary.resumed_step} (a call "
+                         "stopped between the two writes); remove disc.pt to restart the discriminators")
     print(f"student {sum(p.numel() for p in student.parameters()) / 1e6:.2f} M parameters, receptive field "
           f"{student.receptive_field()} frames; {data.info['hours']:.2f} h of mels; device {device}"
           + (f"; discriminators {sum(p.numel() for p in adversary.judges.parameters()) / 1e6:.1f} M"
