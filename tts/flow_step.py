@@ -113,6 +113,26 @@ def synthesize_offline(model: AcousticModel, cond: Tensor, speaker: Tensor, sett
     return model.denormalise(integrate(settings, velocity, x))
 
 
+def chunk_noise(noise: Tensor, received: Tensor, chunk: int, temperature: float, dtype: torch.dtype) -> Tensor:
+    """The starting noise ``[B, n_mels, chunk]`` of each stream's next ``chunk`` frames (rows by absolute frame)."""
+    frames = (received[:, None] + torch.arange(chunk, device=received.device)[None]) % NOISE_FRAMES
+    return noise[frames].transpose(1, 2).to(dtype) * temperature
+
+
+def window_visible(received: Tensor, valid: Tensor, left: int, chunk: int) -> Tensor:
+    """``[B, chunk, left + chunk]``: what each new frame sees of a window cache of ``left`` frames (filled from
+    the right, ``received`` frames so far) and of the chunk's ``valid`` real frames; every frame sees itself,
+    so a padded row is never empty (the offline ``chunk_mask``'s rule)."""
+    slot = torch.arange(left, device=received.device)
+    past_filled = slot[None] >= (left - received)[:, None]  # [B, L]
+    new = torch.arange(chunk, device=received.device)
+    new_real = new[None] < valid[:, None]  # [B, C]
+    keys_visible = torch.cat([past_filled, new_real], dim=1)[:, None, :].expand(-1, chunk, -1)
+    diagonal = torch.cat([torch.zeros(chunk, left, dtype=torch.bool, device=received.device),
+                          new[:, None] == new[None]], dim=1)  # not eye: ONNX Runtime has no bool EyeLike
+    return keys_visible | diagonal
+
+
 class FlowStep(StepFunction):
     """``cond [cond_channels, C]`` (the frame condition, ``tts.acoustic.frame_condition``), ``valid`` (real frames; fewer than ``C`` ends
     the stream) and ``speaker`` -> ``mel [n_mels, C]`` (natural log, as the vocoder takes it)."""
@@ -149,16 +169,8 @@ class FlowStep(StepFunction):
         cond, valid, speaker = inputs["cond"], inputs["valid"], inputs["speaker"]
         b, _, c = cond.shape
         received = state["received"]
-        frames = (received[:, None] + torch.arange(c, device=cond.device)[None]) % NOISE_FRAMES
-        x = self.noise[frames].transpose(1, 2).to(cond.dtype) * self.settings.temperature
-        slot = torch.arange(self.left, device=cond.device)
-        past_filled = slot[None] >= (self.left - received)[:, None]  # [B, L]
-        new_real = torch.arange(c, device=cond.device)[None] < valid[:, None]  # [B, C]
-        keys_visible = torch.cat([past_filled, new_real], dim=1)[:, None, :].expand(b, c, -1)
-        new = torch.arange(c, device=cond.device)
-        diagonal = torch.cat([torch.zeros(c, self.left, dtype=torch.bool, device=cond.device),
-                              new[:, None] == new[None]], dim=1)  # not eye: ONNX Runtime has no bool EyeLike
-        mask = additive_mask((keys_visible | diagonal)[:, None], cond.dtype)
+        x = chunk_noise(self.noise, received, c, self.settings.temperature, cond.dtype)
+        mask = additive_mask(window_visible(received, valid, self.left, c)[:, None], cond.dtype)
         guided = self.settings.guidance > 0
         if guided:
             cond, speaker = _with_unconditional(self.model, cond, speaker)

@@ -44,7 +44,7 @@ class WhisperEncoderStack(nn.Module):
         self.capacity = hf_encoder.embed_positions.weight.shape[0]
 
     # ---- conv stem ------------------------------------------------------------------------------
-    def _stem(self, mel: Tensor, chunk: int | None) -> Tensor:
+    def stem(self, mel: Tensor, chunk: int | None) -> Tensor:
         """``[B, n_mels, 2T]`` -> ``[B, T, D]``; with ``chunk``, each chunk's last frame sees zeros beyond it."""
         conv1, conv2 = self.hf.conv1, self.hf.conv2
         g1 = F.gelu(conv1(mel))
@@ -67,8 +67,21 @@ class WhisperEncoderStack(nn.Module):
             out[..., ends] = F.gelu(pre2)
         return out.transpose(1, 2)
 
+    def stream_stem(self, mel: Tensor, mel_tail: Tensor, length: Tensor) -> tuple[Tensor, Tensor]:
+        """The conv stem of one chunk: mel ``[B, n_mels, 2G]`` after the chunk's two previous mel frames
+        ``mel_tail`` (ignored where ``length``, the encoder frames so far, is 0) -> ``[B, G, D]`` before the
+        positional embedding, and the next tail. The chunk's last frame sees zeros past it, as ``stem``'s."""
+        conv1, conv2 = self.hf.conv1, self.hf.conv2
+        started = (length > 0)[:, None, None]
+        full = torch.cat([mel_tail * started, mel], dim=-1)  # mel[2j0-2 .. 2j0+2G-1]
+        g1 = F.gelu(F.conv1d(full, conv1.weight, conv1.bias))  # g1[2j0-1 .. 2j0+2G-2]
+        last = F.gelu(F.conv1d(F.pad(full[..., -2:], (0, 1)), conv1.weight, conv1.bias))  # g1[2j0+2G-1], truncated
+        g1 = torch.cat([g1, last], dim=-1)
+        g1 = torch.cat([g1[..., :1] * started, g1[..., 1:]], dim=-1)  # g1[-1] is conv2's zero padding
+        return F.gelu(F.conv1d(g1, conv2.weight, conv2.bias, stride=2)).transpose(1, 2), full[..., -2:]
+
     # ---- transformer layers ----------------------------------------------------------------------
-    def _layer(self, layer: nn.Module, x: Tensor, keys: Tensor, values: Tensor, mask: Tensor | None) -> Tensor:
+    def attend_layer(self, layer: nn.Module, x: Tensor, keys: Tensor, values: Tensor, mask: Tensor | None) -> Tensor:
         """Pre-norm self-attention over projected ``keys``/``values`` ``[B, Tk, D]``, then the MLP."""
         b, t, _ = x.shape
         attn = layer.self_attn
@@ -82,13 +95,13 @@ class WhisperEncoderStack(nn.Module):
         return x + layer.fc2(F.gelu(layer.fc1(h)))
 
     @staticmethod
-    def _project(layer: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+    def project(layer: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
         h = layer.self_attn_layer_norm(x)
         return layer.self_attn.k_proj(h), layer.self_attn.v_proj(h)
 
     def forward(self, mel: Tensor, chunk: int | None = None) -> Tensor:
         """Offline: ``[B, n_mels, 2T]`` -> ``[B, T, D]`` under the block-causal mask of ``chunk`` frames."""
-        x = self._stem(mel, chunk)
+        x = self.stem(mel, chunk)
         t = x.shape[1]
         if t > self.capacity:
             raise ValueError(f"Whisper's encoder takes at most {self.capacity} frames (30 s), got {t}")
@@ -98,8 +111,8 @@ class WhisperEncoderStack(nn.Module):
             block = torch.arange(t, device=mel.device) // chunk
             mask = additive_mask(block[None, :] <= block[:, None], x.dtype)
         for layer in self.hf.layers:
-            keys, values = self._project(layer, x)
-            x = self._layer(layer, x, keys, values, mask)
+            keys, values = self.project(layer, x)
+            x = self.attend_layer(layer, x, keys, values, mask)
         return self.hf.layer_norm(x)
 
     # ---- streaming -----------------------------------------------------------------------------------
@@ -126,14 +139,7 @@ class WhisperEncoderStack(nn.Module):
             raise ValueError(f"a chunk is an even number of mel frames (2 per encoder frame), got {n}")
         if not tracing and int(state.length.max()) + g > self.capacity:
             raise ValueError(f"the encoder cache holds {self.capacity} frames (30 s); reset the stream first")
-        conv1, conv2 = self.hf.conv1, self.hf.conv2
-        started = (state.length > 0)[:, None, None]
-        full = torch.cat([state.mel_tail * started, mel], dim=-1)  # mel[2j0-2 .. 2j0+2G-1]
-        g1 = F.gelu(F.conv1d(full, conv1.weight, conv1.bias))  # g1[2j0-1 .. 2j0+2G-2]
-        last = F.gelu(F.conv1d(F.pad(full[..., -2:], (0, 1)), conv1.weight, conv1.bias))  # g1[2j0+2G-1], truncated
-        g1 = torch.cat([g1, last], dim=-1)
-        g1 = torch.cat([g1[..., :1] * started, g1[..., 1:]], dim=-1)  # g1[-1] is conv2's zero padding
-        x = F.gelu(F.conv1d(g1, conv2.weight, conv2.bias, stride=2)).transpose(1, 2)
+        x, mel_tail = self.stream_stem(mel, state.mel_tail, state.length)
         positions = state.length[:, None] + torch.arange(g, device=mel.device)
         x = x + self.hf.embed_positions.weight[positions]
         past = state.length.max()
@@ -148,7 +154,7 @@ class WhisperEncoderStack(nn.Module):
         past_keys, past_values = state.keys[:, :, :past], state.values[:, :, :past]  # sliced once for every layer
         new_keys, new_values = [], []
         for i, layer in enumerate(self.hf.layers):
-            k, v = self._project(layer, x)
+            k, v = self.project(layer, x)
             new_keys.append(k)
             new_values.append(v)
             if tracing:
@@ -157,6 +163,6 @@ class WhisperEncoderStack(nn.Module):
                 state.keys[:, i].scatter_(1, index, k.to(state.keys.dtype))
                 state.values[:, i].scatter_(1, index, v.to(state.values.dtype))
                 keys, values = state.keys[:, i, : past + g], state.values[:, i, : past + g]
-            x = self._layer(layer, x, keys.to(x.dtype), values.to(x.dtype), visible[:, None])
-        nxt = EncoderState(mel_tail=full[..., -2:], keys=state.keys, values=state.values, length=state.length + g)
+            x = self.attend_layer(layer, x, keys.to(x.dtype), values.to(x.dtype), visible[:, None])
+        nxt = EncoderState(mel_tail=mel_tail, keys=state.keys, values=state.values, length=state.length + g)
         return self.hf.layer_norm(x), nxt, (torch.stack(new_keys, 1), torch.stack(new_values, 1))
