@@ -242,6 +242,7 @@ RECIPES = {  # speech train NAME -> (module under speech.training, help)
     "whisper-causal": ("whisper_causal", "LoRA adapters for causal streaming Whisper (CarelessWhisper)"),
     "tts": ("tts", "chunk-aware flow-matching acoustic model for `speech say`"),
     "vocoder": ("vocoder", "causal HiFi-GAN student of the universal V1 (one frame of lookahead)"),
+    "vc": ("vc", "zero-shot voice conversion decoder on causal Whisper content"),
 }
 
 

