@@ -25,13 +25,19 @@ def load_tts(model_dir: str | Path | None = None, vocoder: str | Path | None = N
     causal vocoder unless ``vocoder`` names another directory or ``universal`` (HiFi-GAN V1: exact, 148 ms
     later, several times the compute)."""
     from tts.acoustic import load_acoustic
-    from tts.hifigan import load_vocoder
 
     directory = Path(model_dir or DEFAULT_TTS)
     if not (directory / "config.json").exists():
         raise FileNotFoundError(f"{directory}: not a TTS model directory (config.json + model.safetensors)")
+    return load_acoustic(directory), load_tts_vocoder(vocoder)
+
+
+def load_tts_vocoder(vocoder: str | Path | None = None):
+    """The shipped causal vocoder (None), another directory, or ``universal`` (HiFi-GAN V1); TTS and VC share it."""
+    from tts.hifigan import load_vocoder
+
     vocoder = DEFAULT_VOCODER if vocoder is None else vocoder
-    return load_acoustic(directory), load_vocoder(None if vocoder == UNIVERSAL_VOCODER else vocoder)
+    return load_vocoder(None if vocoder == UNIVERSAL_VOCODER else vocoder)
 
 
 def tts_backend(name: str, threads: int | None = None):
