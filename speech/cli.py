@@ -1,15 +1,10 @@
-"""The `speech` command. Subcommands whose issue has not landed say so and exit with status 2."""
+"""The `speech` command."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Sequence
-
-# name -> (one-line help, the issue that brings it)
-PLANNED = {
-    "convert": ("voice conversion of audio files", 9),
-}
 
 
 def _bench_runtime(args: argparse.Namespace) -> int:
@@ -97,6 +92,16 @@ def _bench_serve(args: argparse.Namespace) -> int:
                                  frame_ms=args.frame_ms, max_wait_ms=args.max_wait_ms, threads=args.threads,
                                  backends=tuple(args.backend), precision=args.precision)
     return _reported("bench serve", lambda: serve.main(cfg, args.json), RuntimeError)
+
+
+def _bench_vc(args: argparse.Namespace) -> int:
+    from .bench import vc
+    from .judges.whisper import JudgeUnavailable
+
+    cfg = vc.VCBenchConfig(args.data, args.pairs, args.allison, args.steps, args.chunk, args.model, args.vocoder,
+                           args.latency_seconds, args.threads, args.json)
+    return _reported("bench vc", lambda: vc.run(cfg), ValueError, FileNotFoundError, ModuleNotFoundError,
+                     JudgeUnavailable)
 
 
 def _bench_tts(args: argparse.Namespace) -> int:
@@ -236,6 +241,25 @@ def _add_bench(subparsers) -> None:
     tt.add_argument("--json", default="bench-results/tts.json")
     tt.set_defaults(func=_bench_tts)
 
+    from .bench.vc import VCBenchConfig
+
+    v = VCBenchConfig()
+    vc = which.add_parser("vc", help="zero-shot VC of held-out speech into held-out voices: similarity, WER, latency",
+                          description="Sources: VCTK sentences and Allison prompts VC never trained on; references: "
+                          "20 held-out LibriSpeech speakers and 2 VCTK speakers.")
+    vc.add_argument("--data", default=v.data, help=f"the shared real speech ({v.data})")
+    vc.add_argument("--pairs", type=int, default=v.pairs, help=f"source/reference pairs ({v.pairs})")
+    vc.add_argument("--allison", type=int, default=v.allison, help=f"Allison prompts among the sources ({v.allison})")
+    vc.add_argument("--steps", type=int, default=v.steps, help=f"solver steps ({v.steps})")
+    vc.add_argument("--chunk", type=int, default=v.chunk, help="mel frames per VC step (default: the model's)")
+    vc.add_argument("--model", help="a VC model directory (default: the shipped one)")
+    vc.add_argument("--vocoder", help="a vocoder directory or 'universal' (default: the shipped causal student)")
+    vc.add_argument("--latency-seconds", type=float, default=v.latency_seconds,
+                    help=f"source audio for the latency and compute runs ({v.latency_seconds:g})")
+    vc.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    vc.add_argument("--json", default=v.json)
+    vc.set_defaults(func=_bench_vc)
+
 
 RECIPES = {  # speech train NAME -> (module under speech.training, help)
     "asr-fastconformer": ("fastconformer", "hybrid CTC/RNNT multi-lookahead FastConformer"),
@@ -252,14 +276,6 @@ def _add_train(subparsers) -> None:
     which = train.add_subparsers(dest="recipe", metavar="RECIPE", required=True)
     for name, (_, help_text) in RECIPES.items():
         which.add_parser(name, help=help_text)
-
-
-def _not_available(name: str, issue: int):
-    def run(args: argparse.Namespace) -> int:
-        print(f"speech {name}: not available yet (arrives with issue {issue})", file=sys.stderr)
-        return 2
-
-    return run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -287,11 +303,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .mic import add_mic
 
     add_mic(subparsers)
+    from .convert import add_convert
+
+    add_convert(subparsers)
     _add_train(subparsers)
-    for name, (summary, issue) in PLANNED.items():
-        sub = subparsers.add_parser(name, help=f"{summary} (not available yet)", add_help=True)
-        sub.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-        sub.set_defaults(func=_not_available(name, issue))
     return parser
 
 

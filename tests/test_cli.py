@@ -1,4 +1,4 @@
-"""The `speech` console script: help, placeholders that say when they arrive, and the runtime benchmark."""
+"""The `speech` console script: help and the runtime benchmark."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from speech.cli import PLANNED, main
+from speech.cli import main
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess:
@@ -22,14 +22,8 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 def test_help_lists_every_command():
     result = run_cli("--help")
     assert result.returncode == 0
-    for name in ["bench", *PLANNED]:
+    for name in ["bench", "transcribe", "say", "convert", "mic", "serve", "export", "train", "corpus"]:
         assert name in result.stdout
-
-
-@pytest.mark.parametrize("name", sorted(PLANNED))
-def test_placeholders_exit_nonzero_and_say_not_available(name, capsys):
-    assert main([name, "anything"]) == 2
-    assert f"speech {name}: not available yet" in capsys.readouterr().err
 
 
 def test_bench_runtime_prints_a_table_and_writes_json(tmp_path, capsys):

@@ -102,33 +102,33 @@ def speaker_probe(vectors: Tensor, speakers: Sequence[str], steps: int = 300, lr
 
 def dtw(cost: Tensor, len_a: Tensor, len_b: Tensor) -> Tensor:
     """Batched DTW: ``cost [P, A, B]`` (pair ``p`` valid up to ``len_a[p], len_b[p]``) -> ``[P]``, the
-    cheapest path's total cost over its length (steps right, down, diagonal). Runs over anti-diagonals, so
-    the Python loop has ``A + B - 1`` steps whatever the batch."""
+    cheapest path's total cost over its length (steps right, down, diagonal; ties prefer the diagonal). Runs
+    over anti-diagonals, so the Python loop has ``A + B - 1`` steps whatever the batch."""
     p, a, b = cost.shape
     rows = torch.arange(a)
-    inf = cost.new_full((p, 1), float("inf"))
-    zero = cost.new_zeros(p, 1)
+    cols = torch.arange(a + b - 1)[:, None] - rows  # [diagonal, row]
+    valid = (cols >= 0) & (cols < b)
+    skew = cost[:, rows, cols.clamp(0, b - 1)].masked_fill(~valid, float("inf")).transpose(0, 1).contiguous()
     ends = len_a + len_b - 2
     out = cost.new_full((p,), float("nan"))
-    prev2 = prev1 = cost.new_full((p, a), float("inf"))
-    len2 = len1 = cost.new_zeros(p, a)
+    # cumulative cost and path length on the two previous diagonals, by row; column 0 is row -1 (unreachable)
+    acc2, acc1 = cost.new_full((p, a + 1), float("inf")), cost.new_full((p, a + 1), float("inf"))
+    len2, len1 = cost.new_zeros(p, a + 1), cost.new_zeros(p, a + 1)
     for d in range(a + b - 1):
-        cols = d - rows
-        valid = (cols >= 0) & (cols < b)
-        c = cost[:, rows, cols.clamp(0, b - 1)]
+        acc, length = cost.new_full((p, a + 1), float("inf")), cost.new_zeros(p, a + 1)
         if d == 0:
-            acc, length = c, torch.ones_like(c)
-        else:  # predecessors: (i-1, j-1) on diagonal d-2, (i-1, j) and (i, j-1) on d-1
-            cand = torch.stack([torch.cat([inf, prev2[:, :-1]], 1), torch.cat([inf, prev1[:, :-1]], 1), prev1], -1)
-            steps = torch.stack([torch.cat([zero, len2[:, :-1]], 1), torch.cat([zero, len1[:, :-1]], 1), len1], -1)
-            best, which = cand.min(-1)
-            acc = c + best
-            length = steps.gather(-1, which[..., None])[..., 0] + 1
-        acc = acc.masked_fill(~valid, float("inf"))
+            acc[:, 1:], length[:, 1:] = skew[0], 1.0
+        else:  # (i-1, j-1) on diagonal d-2, (i-1, j) and (i, j-1) on d-1
+            diag, up, left = acc2[:, :-1], acc1[:, :-1], acc1[:, 1:]
+            steps = torch.where(up < diag, len1[:, :-1], len2[:, :-1])
+            best = torch.minimum(diag, up)
+            steps = torch.where(left < best, len1[:, 1:], steps)
+            acc[:, 1:] = skew[d] + torch.minimum(best, left)
+            length[:, 1:] = steps + 1
         hit = (ends == d).nonzero()[:, 0]
         if hit.numel():
-            out[hit] = acc[hit, len_a[hit] - 1] / length[hit, len_a[hit] - 1]
-        prev2, prev1, len2, len1 = prev1, acc, len1, length
+            out[hit] = acc[hit, len_a[hit]] / length[hit, len_a[hit]]
+        acc2, acc1, len2, len1 = acc1, acc, len1, length
     return out
 
 
@@ -146,6 +146,10 @@ def content_probe(frames: Sequence[Tensor], speakers: Sequence[str], words: Sequ
     spk_id = torch.tensor([spk[s] for s in speakers])
     keep = spk_id[first] != spk_id[second]
     first, second = first[keep], second[keep]
+    swap = lengths[first] > lengths[second]  # DTW is symmetric: the shorter first, pairs by length
+    first, second = torch.where(swap, second, first), torch.where(swap, first, second)
+    order = torch.argsort(lengths[second] * (lengths.max() + 1) + lengths[first])
+    first, second = first[order], second[order]
     distance = torch.full((n, n), float("inf"))
     for start in range(0, len(first), batch):
         i, j = first[start : start + batch], second[start : start + batch]
