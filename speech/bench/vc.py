@@ -129,7 +129,7 @@ def measure_latency(converter, source: np.ndarray, voice, piece: int = 80) -> di
 def measure_compute(converter, source: np.ndarray, voice) -> dict[str, float]:
     """Wall time of ``process`` fed one chunk of source at a time, against the chunk's duration."""
     chunk_s = converter.settings.chunk * 256 / 22050
-    piece = int(round(chunk_s * 16000))
+    piece = round(chunk_s * 16000)
     stream = converter.stream(voice)
     times = []
     for start in range(0, len(source), piece):
