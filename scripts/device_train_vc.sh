@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # On the lent GPU machine: train (or resume) the VC model; returns its weights, config and report.
 #
-# The GPU image has no Whisper weights, soundfile or soxr, and a call carries 64 MiB of working tree (the
-# tracked tree takes ~48). The content encoder (Whisper base's encoder with the 300 ms adapter merged, 41 MB
-# fp16), the VC pack (~18 MiB of Opus) and the wheels travel as one tar in four parts, one call each, while
-# the machine stays warm (30 s idle).
+# The GPU image has no Whisper weights, soundfile or soxr, and a call carries 64 MiB of working tree. The
+# content encoder (Whisper base's encoder with the 300 ms adapter merged, 41 MB
+# fp16), the VC pack (~18 MiB of Opus) and the wheels travel as one tar in PARTS parts (default 9: the
+# tracked tree takes ~57 MiB, so a part may be ~7 MiB), one call each, while the machine stays warm (30 s idle).
 # Here:   speech corpus vc-pack && bash scripts/device_train_vc.sh --split
-# There:  carry corpora/vcbundle-p0 and run `bash scripts/device_train_vc.sh --stage`; the same with -p1 and
-#         -p2; then carry corpora/vcbundle-p3 and run
+# There:  carry corpora/vcbundle-p0 and run `bash scripts/device_train_vc.sh --stage`; the same with each
+#         part but the last; then carry the last and run
 #         `bash scripts/device_train_vc.sh --stage && bash scripts/device_train_vc.sh [KEY=VALUE settings]`;
 #         the last command again resumes from corpora/runs/vc/ckpt.pt (features.pt saves the set-up).
 # Back:   $OUT/model.safetensors, config.json, report.json (copy them to speech/models/vc/).
@@ -25,7 +25,8 @@ case "${1:-}" in
             --implementation cp -d corpora/vcgpu soundfile cffi pycparser soxr
     fi
     tar -cf corpora/vcbundle.tar corpora/vcenc corpora/vcpack corpora/vcgpu
-    split_parts corpora/vcbundle.tar 4 "$BUNDLE"
+    rm -rf "$BUNDLE"-p*
+    split_parts corpora/vcbundle.tar "${PARTS:-9}" "$BUNDLE"
     rm corpora/vcbundle.tar
     exit 0;;
 --stage)
