@@ -99,9 +99,16 @@ def _bench_vc(args: argparse.Namespace) -> int:
     from .judges.whisper import JudgeUnavailable
 
     cfg = vc.VCBenchConfig(args.data, args.pairs, args.allison, args.steps, args.chunk, args.model, args.vocoder,
-                           args.latency_seconds, args.threads, args.json)
+                           args.backend, args.latency_seconds, args.threads, args.json)
     return _reported("bench vc", lambda: vc.run(cfg), ValueError, FileNotFoundError, ModuleNotFoundError,
                      JudgeUnavailable)
+
+
+def _bench_vc_content(args: argparse.Namespace) -> int:
+    from .bench import vc_content
+
+    return _reported("bench vc-content", lambda: vc_content.run(args.data, args.json), FileNotFoundError,
+                     ModuleNotFoundError)
 
 
 def _bench_tts(args: argparse.Namespace) -> int:
@@ -254,11 +261,19 @@ def _add_bench(subparsers) -> None:
     vc.add_argument("--chunk", type=int, default=v.chunk, help="mel frames per VC step (default: the model's)")
     vc.add_argument("--model", help="a VC model directory (default: the shipped one)")
     vc.add_argument("--vocoder", help="a vocoder directory or 'universal' (default: the shipped causal student)")
+    vc.add_argument("--backend", choices=["torch", "onnx"], default=v.backend,
+                    help="what runs the live steps: torch, or ONNX Runtime on the exported steps")
     vc.add_argument("--latency-seconds", type=float, default=v.latency_seconds,
                     help=f"source audio for the latency and compute runs ({v.latency_seconds:g})")
     vc.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     vc.add_argument("--json", default=v.json)
     vc.set_defaults(func=_bench_vc)
+
+    vcc = which.add_parser("vc-content", help="which causal Whisper layer keeps the words and loses the speaker "
+                           "(linear speaker probe, cross-speaker DTW word matching)")
+    vcc.add_argument("--data", default=v.data, help=f"the shared real speech, an4 and fsdd600 ({v.data})")
+    vcc.add_argument("--json", default="bench-results/vc_content.json")
+    vcc.set_defaults(func=_bench_vc_content)
 
 
 RECIPES = {  # speech train NAME -> (module under speech.training, help)

@@ -32,6 +32,8 @@ def add_convert(subparsers) -> None:
     p.add_argument("--model", default=None, help="a VC model directory (default: the shipped one)")
     p.add_argument("--vocoder", default=None, help="a vocoder directory, or 'universal' (default: the shipped "
                    "causal student)")
+    p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
+                   help="onnx: run the live steps on ONNX Runtime (exported to the cache on first use)")
     p.set_defaults(func=run_convert)
 
 
@@ -70,7 +72,8 @@ def run_convert(args: argparse.Namespace) -> int:
                 else [(Path(args.out).stem, Path(args.source), Path(args.voice))])
         from .vc_models import load_converter
 
-        converter = load_converter(args.model, args.vocoder, steps=args.steps, chunk=args.chunk)
+        converter = load_converter(args.model, args.vocoder, steps=args.steps, chunk=args.chunk,
+                                   backend=args.backend)
     except (ValueError, FileNotFoundError, OSError) as error:
         print(f"speech convert: {error}", file=sys.stderr)
         return 2

@@ -53,19 +53,22 @@ def export_content_encoder(out: str | Path) -> Path:
 
 
 def load_converter(model_dir: str | Path | None = None, vocoder: str | Path | None = None, *, steps: int = 2,
-                   solver: str = "euler", chunk: int | None = None, temperature: float = 0.667):
+                   solver: str = "euler", chunk: int | None = None, temperature: float = 0.667,
+                   backend: str = "torch", threads: int | None = None):
     """A ``vc.converter.Converter``: the shipped VC model unless ``model_dir`` names another, its content
     encoder (causal Whisper base from PyPI), and the shipped causal vocoder unless ``vocoder`` names another
-    directory or ``universal``."""
+    directory or ``universal``; ``backend`` ``onnx`` runs the live steps on ONNX Runtime (exported to the
+    cache on first use), each session on ``threads`` (None: every core)."""
     from tts.flow_step import SolverSettings
     from vc.content import ContentEncoder
     from vc.converter import Converter
     from vc.model import load_vc
 
-    from .say import load_tts_vocoder
+    from .say import load_tts_vocoder, tts_backend
 
+    runner = tts_backend(backend, threads)
     model = load_vc(model_dir or VC_DIR)
     content = ContentEncoder(content_stack(None), model.cfg.content_layers, model.cfg.content_window)
     settings = SolverSettings(steps=steps, solver=solver, chunk=chunk or model.cfg.chunk_sizes[0],
                               temperature=temperature)
-    return Converter(content, model, load_tts_vocoder(vocoder), settings)
+    return Converter(content, model, load_tts_vocoder(vocoder), settings, runner)

@@ -46,7 +46,7 @@ def test_content_stream_equals_offline_over_random_pieces(stack64, layers, windo
     while left:
         sizes.append(min(left, int(rng.integers(1, 9))))
         left -= sizes[-1]
-    step = ContentStep(encoder, frames=1)  # the step takes any whole number of frames; the name fixes none
+    step = ContentStep(encoder)  # any whole number of frames per call
     streamed = _stream(step, features, sizes)
     offline = encoder(features)
     assert streamed.shape == offline.shape == (1, total, stack64.d_model)

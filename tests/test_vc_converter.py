@@ -59,3 +59,27 @@ def test_too_short_sources_and_references_are_refused(converter):
         converter.convert_offline(np.zeros(100, np.float32), voice)
     with pytest.raises(ValueError, match="at least 1 s is needed"):
         converter.voice(np.zeros(20000, np.float32))
+
+
+def test_onnx_runtime_steps_equal_torch(converter, tmp_path):
+    pytest.importorskip("onnxruntime", reason="the export extra (onnxruntime) runs the exported steps")
+    from dataclasses import replace
+
+    from exports.onnx_export import export_step
+    from streaming.onnx_backend import OnnxBackend
+
+    onnx = replace(converter, backend=OnnxBackend(lambda step: export_step(step, tmp_path / f"{step.name}.onnx")))
+    source = random_speechlike(1.7, seed=6)
+    voice = converter.voice(random_speechlike(3.0, seed=9))
+    outs = {}
+    for name, conv in (("torch", converter), ("onnx", onnx)):
+        stream = conv.stream(voice)
+        sizes = [997, 160, 3000, 2345]  # content steps of 1 to 9 frames: the exported time axis is free
+        pieces, at = [], 0
+        while at < len(source):
+            size = sizes[len(pieces) % len(sizes)]
+            pieces.append(stream.process(source[at : at + size]))
+            at += size
+        outs[name] = np.concatenate([*pieces, stream.finish()])
+    assert outs["onnx"].shape == outs["torch"].shape
+    assert np.abs(outs["onnx"] - outs["torch"]).max() < 1e-4

@@ -47,6 +47,27 @@ def content_frames_needed(mel_frames: int) -> int:
     return int(content_index(torch.tensor(mel_frames - 1))) + 1 if mel_frames > 0 else 0
 
 
+def frame_causal_stem(stack: WhisperEncoderStack, mel: Tensor, mel_tail: Tensor, length: Tensor) -> tuple[Tensor, Tensor]:
+    """Whisper's conv stem over ``G`` frames (mel ``[B, n_mels, 2G]`` after the two mel frames ``mel_tail``;
+    ``length``: encoder frames so far) with every frame its own chunk: a frame's last first-conv output is
+    computed with zeros past the frame (as ``stack.stem(mel, chunk=1)``), while the next frame sees it whole.
+    One vectorised pass (no loop over frames), so ONNX export keeps ``G`` free. Returns ``[B, G, D]`` (before
+    positions) and the next tail."""
+    conv1, conv2 = stack.hf.conv1, stack.hf.conv2
+    g = mel.shape[-1] // 2
+    started = (length > 0)[:, None, None]
+    full = torch.cat([mel_tail * started, mel], dim=-1)  # mel[2j0-2 .. 2j0+2G-1]
+    pre = F.conv1d(full, conv1.weight, conv1.bias)  # first conv at 2j0-1 .. 2j0+2G-2
+    last = F.conv1d(F.pad(full[..., -2:], (0, 1)), conv1.weight, conv1.bias)  # at 2j0+2G-1, zeros past it
+    g1 = F.gelu(torch.cat([pre, last], dim=-1))
+    g1 = torch.cat([g1[..., :1] * started, g1[..., 1:]], dim=-1)  # before the stream: the second conv's padding
+    right = torch.arange(g - 1, device=mel.device) * 2 + 2  # each frame's right input to the second conv
+    truncated = F.gelu(pre[..., right] - torch.einsum("oc,bcn->bon", conv1.weight[:, :, 2], full[..., right + 2]))
+    delta = F.pad(truncated - g1[..., right], (0, 1))  # the last frame's is truncated already
+    out = F.conv1d(g1, conv2.weight, conv2.bias, stride=2) + torch.einsum("oc,bcn->bon", conv2.weight[:, :, 2], delta)
+    return F.gelu(out).transpose(1, 2), full[..., -2:]
+
+
 class ContentEncoder(nn.Module):
     """Frame-causal Whisper encoder, its first ``layers`` layers, attention over a ring of ``window`` frames."""
 
@@ -85,26 +106,25 @@ class ContentEncoder(nn.Module):
 
 
 class ContentStep(StepFunction):
-    """``mel [80, 2G]`` (causal Whisper features, 2 per encoder frame) -> ``content [G, D]``.
+    """``mel [80, 2G]`` (causal Whisper features, 2 per encoder frame; any ``G`` >= 1 up to the window) ->
+    ``content [G, D]``.
 
     State: the last two mel frames (conv stem), each layer's keys and values in a ring of ``window`` slots
     (frame ``n`` in slot ``n mod window``) and the frames so far; the ring's rows are written in place."""
 
     name = "vc_content"
 
-    def __init__(self, encoder: ContentEncoder, frames: int = 1) -> None:
+    def __init__(self, encoder: ContentEncoder) -> None:
         super().__init__()
-        if not 1 <= frames <= encoder.window:
-            raise ValueError(f"frames per step must be 1-{encoder.window}, got {frames}")
-        self.encoder, self.frames = encoder, frames
+        self.encoder = encoder
 
     @property
     def signature(self) -> StepSignature:
         enc = self.encoder
         n_mels = enc.stack.hf.conv1.in_channels
         return StepSignature(
-            inputs=(TensorSpec("mel", (n_mels, 2 * self.frames), time_axis=1),),
-            outputs=(TensorSpec("content", (self.frames, enc.dim), time_axis=0),),
+            inputs=(TensorSpec("mel", (n_mels, None), time_axis=1),),
+            outputs=(TensorSpec("content", (None, enc.dim), time_axis=0),),
             states=(StateSpec("mel_tail", (n_mels, 2)),
                     StateSpec("keys", (enc.layers, enc.window, enc.dim)),
                     StateSpec("values", (enc.layers, enc.window, enc.dim)),
@@ -113,15 +133,15 @@ class ContentStep(StepFunction):
             extra={"frame_s": CONTENT_FRAME_S, "layers": enc.layers, "window": enc.window},
         )
 
+    def example_inputs(self, batch: int) -> Tensors:
+        """For export: three frames (the stem's inner and last frames both traced)."""
+        return {"mel": torch.randn(batch, self.encoder.stack.hf.conv1.in_channels, 6)}
+
     def step(self, inputs: Tensors, state: Tensors) -> tuple[Tensors, Tensors]:
         enc = self.encoder
         mel, length = inputs["mel"], state["length"]
         g, w = mel.shape[-1] // 2, enc.window
-        stems, mel_tail = [], state["mel_tail"]
-        for j in range(g):  # every frame is a chunk's last: its stem sees zeros past it
-            stem, mel_tail = enc.stack.stream_stem(mel[..., 2 * j : 2 * j + 2], mel_tail, length + j)
-            stems.append(stem)
-        x = torch.cat(stems, dim=1)
+        x, mel_tail = frame_causal_stem(enc.stack, mel, state["mel_tail"], length)
         frames = length[:, None] + torch.arange(g, device=mel.device)  # [B, G] absolute
         x = x + enc._positions(frames)
         slots = torch.arange(w, device=mel.device)

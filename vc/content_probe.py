@@ -133,10 +133,15 @@ def dtw(cost: Tensor, len_a: Tensor, len_b: Tensor) -> Tensor:
 
 
 def content_probe(frames: Sequence[Tensor], speakers: Sequence[str], words: Sequence[str],
-                  batch: int = 2048) -> float:
+                  batch: int = 2048, standardise: bool = False) -> float:
     """Accuracy (%) of 1-nearest-neighbour word recognition by DTW over ``frames`` (``[T, D]`` each), every
-    utterance matched against the utterances of the other speakers only."""
+    utterance matched against the utterances of the other speakers only. ``standardise`` z-scores each
+    dimension over all frames first, so a few large dimensions (Whisper has some) cannot dominate the cosine."""
     n = len(frames)
+    if standardise:
+        every = torch.cat(list(frames)).float()
+        mean, std = every.mean(0), every.std(0).clamp_min(1e-6)
+        frames = [(f.float() - mean) / std for f in frames]
     lengths = torch.tensor([f.shape[0] for f in frames])
     padded = torch.zeros(n, int(lengths.max()), frames[0].shape[1])
     for i, f in enumerate(frames):
@@ -177,14 +182,15 @@ def probe_layers(stack: WhisperEncoderStack, speaker_set: SpeakerSet, content_se
             "layer": k,
             "speaker_accuracy": speaker_probe(means, speakers),
             "content_accuracy": content_probe([f[k] for f in con_feats], con_speakers, words),
+            "content_accuracy_standardised": content_probe([f[k] for f in con_feats], con_speakers, words,
+                                                           standardise=True),
         })
     return rows
 
 
-def choose_layer(rows: Sequence[dict], tolerance: float = 2.0) -> int:
-    """The encoder layer for VC: of the layers within ``tolerance`` points of the best content accuracy,
-    the one whose speaker accuracy is lowest (the log-mel row is not a candidate)."""
+def choose_layer(rows: Sequence[dict]) -> int:
+    """The encoder layer for VC: the most content kept less speaker kept, content measured on standardised
+    features (the VC decoder normalises and weighs its input dimensions itself, as standardising does for the
+    cosine; the raw cosine is ruled by Whisper's few huge dimensions). The log-mel row is not a candidate."""
     layers = [r for r in rows if r["layer"] > 0]
-    best = max(r["content_accuracy"] for r in layers)
-    good = [r for r in layers if r["content_accuracy"] >= best - tolerance]
-    return min(good, key=lambda r: (r["speaker_accuracy"], r["layer"]))["layer"]
+    return max(layers, key=lambda r: (r["content_accuracy_standardised"] - r["speaker_accuracy"], -r["layer"]))["layer"]

@@ -19,6 +19,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from asr.whisper.features import StreamingFeatures, causal_features
+from streaming.backend import Backend
+from streaming.contract import StepFunction
 from streaming.inline import advance
 from tts.flow_step import SolverSettings
 from tts.hifigan import HifiGan, hifigan_mel
@@ -39,12 +41,17 @@ def mel_frames_for(samples: int) -> int:
 
 @dataclass
 class Converter:
-    """The three models of a conversion and the solver settings (``settings.chunk``: mel frames per VC step)."""
+    """The three models of a conversion and the solver settings (``settings.chunk``: mel frames per VC step);
+    ``backend`` runs the live steps (None: torch as is; e.g. ONNX Runtime on the exported steps)."""
 
     content: ContentEncoder
     model: VCModel
     vocoder: HifiGan
     settings: SolverSettings
+    backend: Backend | None = None
+
+    def runner(self, step: StepFunction) -> StepFunction:
+        return self.backend.prepare(step) if self.backend is not None else step
 
     @torch.no_grad()
     def voice(self, reference: np.ndarray) -> dict[str, Tensor]:
@@ -85,13 +92,14 @@ class ConversionStream:
     def __init__(self, converter: Converter, voice: dict[str, Tensor], vocoder_chunk: int) -> None:
         self.converter = converter
         self.features = StreamingFeatures()
-        self.content_step = ContentStep(converter.content)
-        self.vc_step = VCStep(converter.model, converter.settings)
+        self.content_step = converter.runner(ContentStep(converter.content))
+        self.vc_step = converter.runner(VCStep(converter.model, converter.settings))
         self.content_state = self.content_step.initial_state(1)
         self.vc_state = self.vc_step.initial_state(1)
         self.vc_state.update(VCStep.voice_state(voice))
-        self.vocoder = StreamingVocoder(VocoderStep(converter.vocoder), chunk=vocoder_chunk)
-        self.pending_features = torch.zeros(self.content_step.signature.inputs[0].shape[0], 0)
+        vocoder_step = VocoderStep(converter.vocoder)
+        self.vocoder = StreamingVocoder(vocoder_step, chunk=vocoder_chunk, runner=converter.runner(vocoder_step))
+        self.pending_features = torch.zeros(converter.content.stack.hf.conv1.in_channels, 0)
         self.content = torch.zeros(converter.content.dim, 0)
         self.content_offset = 0  # the absolute index of self.content's first column
         self.mel_done = 0

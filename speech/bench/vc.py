@@ -40,6 +40,7 @@ class VCBenchConfig:
     chunk: int | None = None
     model: str | None = None
     vocoder: str | None = None
+    backend: str = "torch"
     latency_seconds: float = 6.0
     threads: int | None = None
     json: str = "bench-results/vc.json"
@@ -157,7 +158,8 @@ def run(cfg: VCBenchConfig) -> dict:
         raise FileNotFoundError(f"{data}: needs vctk13 and librispeech_speakers200 (../shared/data)")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    converter = load_converter(cfg.model, cfg.vocoder, steps=cfg.steps, chunk=cfg.chunk)
+    converter = load_converter(cfg.model, cfg.vocoder, steps=cfg.steps, chunk=cfg.chunk, backend=cfg.backend,
+                               threads=cfg.threads)
     pairs = choose_pairs(data, cfg.pairs, cfg.allison)
     resemblyzer = _resemblyzer()
     rows, spoken = [], lambda text: normalise(normalize(text))
@@ -183,7 +185,7 @@ def run(cfg: VCBenchConfig) -> dict:
     voice = converter.voice(read_audio(pairs[0]["reference"]["path"], sample_rate=22050)[0])
     results = {"pairs": rows, "summary": summarise(rows), "latency": measure_latency(converter, probe, voice),
                "compute": measure_compute(converter, probe, voice), "published_latency_ms": PUBLISHED_LATENCY_MS,
-               "settings": {"steps": cfg.steps, "chunk_frames": converter.settings.chunk,
+               "settings": {"steps": cfg.steps, "chunk_frames": converter.settings.chunk, "backend": cfg.backend,
                             "torch_threads": torch.get_num_threads()}, "machine": machine()}
     print_report(results)
     write_json(cfg.json, "vc", asdict(cfg), results)
