@@ -34,32 +34,35 @@ def add_mic(subparsers) -> None:
     p.add_argument("--sample-rate", type=int, help="capture rate (default: the device's); resampled for the model")
     p.add_argument("--server", metavar="URL", help="recognise on a running `speech serve` (ws://HOST:PORT)")
     p.add_argument("--token", help="with --server: the server's token (or set SPEECH_TOKEN)")
-    p.add_argument("--model", help="fastconformer (default), a model directory or .nemo file, or whisper-causal")
+    p.add_argument("--model", help="fastconformer (default), a model directory or .nemo file, or whisper-causal; "
+                   "with --vc: a VC model directory (default: the shipped one)")
     p.add_argument("--lookahead", type=parse_ms, help="FastConformer lookahead, e.g. 80ms (default: 80ms)")
     p.add_argument("--chunk", type=parse_ms, help="whisper-causal chunk (default 300ms)")
     p.add_argument("--seconds", type=float, help="stop after this much audio (default: until Ctrl-C)")
     p.add_argument("--format", choices=["captions", "json"], default="captions",
                    help="captions: final lines (partials live on a terminal); json: every message as a JSON line")
-    p.add_argument("--vc", action="store_true", help="live voice conversion (arrives with issue 9)")
+    p.add_argument("--vc", action="store_true", help="live voice conversion: the microphone in the voice of --voice "
+                   "REF.wav, to the speakers (in-process)")
     p.add_argument("--say", action="store_true", help="type to speak: standard input, as it is typed or piped, "
                    "spoken through the sound card (in-process, or as a TTS session of --server)")
     p.add_argument("--voice", help="with --say: a TTS voice (default the model's first); with --vc: reference "
                    "recording of the target voice")
-    p.add_argument("--vocoder", help="with --say, in-process: a vocoder directory or 'universal' (default: the "
-                   "shipped causal student)")
+    p.add_argument("--vocoder", help="with --say (in-process) or --vc: a vocoder directory or 'universal' (default: "
+                   "the shipped causal student)")
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
-                   help="with --say, in-process: where the TTS steps run (onnx: ONNX Runtime, ~2x faster on CPU)")
+                   help="with --say (in-process) or --vc: where the steps run (onnx: ONNX Runtime, ~2x faster on CPU)")
+    p.add_argument("--steps", type=int, default=1, help="with --vc: solver steps of the VC decoder (1)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.say:
         return _say(args)
-    if args.vocoder or args.backend != "torch":
-        print("speech mic: --vocoder and --backend choose the TTS of --say; captions take --model", file=sys.stderr)
-        return 2
     if args.vc:
-        print("speech mic --vc: voice conversion is not available yet (arrives with issue 9)", file=sys.stderr)
+        return _vc(args)
+    if args.vocoder or args.backend != "torch":
+        print("speech mic: --vocoder and --backend choose the TTS of --say or the VC of --vc; captions take --model",
+              file=sys.stderr)
         return 2
     try:
         import sounddevice
@@ -118,6 +121,58 @@ def _say(args: argparse.Namespace) -> int:
         return 2
     finally:
         sink.close()
+
+
+def _vc(args: argparse.Namespace) -> int:
+    """Live voice conversion in-process: microphone blocks (resampled to 16 kHz) through one conversion stream,
+    its audio to the speakers as it is made."""
+    from .audio import AudioError, read_audio
+    from .say import Sink
+    from .vc_models import load_converter
+
+    try:
+        if args.server:
+            raise ValueError("--vc runs in-process; `speech serve` has no VC sessions yet")
+        if not args.voice:
+            raise ValueError("--vc needs --voice REF.wav: 3-10 s of the target speaker")
+        import sounddevice
+
+        index, device = choose_device(sounddevice, args.device)
+        rate = args.sample_rate or int(device["default_samplerate"])
+        converter = load_converter(None if args.model is None else args.model, args.vocoder, steps=args.steps,
+                                   backend=args.backend)
+        voice = converter.voice(read_audio(args.voice, sample_rate=22050)[0])
+        sink = Sink(None, play=True)
+    except (NoInputDevice, ValueError, FileNotFoundError, AudioError, OSError) as error:
+        print(f"speech mic --vc: {error}", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(_vc_live(args, sounddevice, index, rate, converter.stream(voice), sink))
+    finally:
+        sink.close()
+
+
+async def _vc_live(args: argparse.Namespace, sd, device: int, rate: int, stream, sink) -> int:
+    from streaming.blocks.resample import StreamingResampler
+
+    stop = asyncio.Event()
+    asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
+    resampler = StreamingResampler(rate, 16000)
+
+    def play(audio: np.ndarray) -> None:
+        if len(audio):
+            sink.write(audio)
+
+    with MicBlocks(sd, device, rate) as mic:
+        print(f"speech mic --vc: converting {sd.query_devices(device)['name']} at {rate} Hz; Ctrl-C to stop",
+              file=sys.stderr)
+        async for block in _blocks(mic, rate, args.seconds, stop):
+            play(stream.process(resampler.process(block)))
+        play(stream.process(resampler.process(np.zeros(0, np.float32), last=True)))
+        play(stream.finish())
+    if mic.dropped_s:
+        print(f"speech mic --vc: conversion fell behind; {mic.dropped_s:.1f} s of audio were dropped", file=sys.stderr)
+    return 0
 
 
 async def _say_remote(args: argparse.Namespace, sink) -> int:

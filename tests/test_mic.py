@@ -5,53 +5,16 @@ And the real sounddevice, with no input device here, gives a clear message."""
 from __future__ import annotations
 
 import json
-import threading
-import time
 
-import numpy as np
 import pytest
 import sounddevice
+from fake_sound import DEVICES, FakeInputStream
 from real_audio import real_recordings
 from server_thread import served
 
 from asr.fastconformer.recognizer import Recognizer
 from speech.asr_models import load_fastconformer
 from speech.cli import main
-
-
-class FakeInputStream:
-    """Plays ``SIGNAL`` through the callback in blocks from its own thread, as PortAudio would, then finishes."""
-
-    SIGNAL = np.zeros(0, np.float32)
-
-    def __init__(self, *, device, channels, samplerate, dtype, blocksize, callback, finished_callback) -> None:
-        assert (device, channels, dtype) == (3, 1, "float32")
-        self.samplerate, self.blocksize = samplerate, blocksize
-        self.callback, self.finished = callback, finished_callback
-        self.thread = threading.Thread(target=self._play, daemon=True)
-        self.stopped = threading.Event()
-
-    def _play(self) -> None:
-        for at in range(0, len(self.SIGNAL), self.blocksize):
-            if self.stopped.is_set():
-                return
-            block = self.SIGNAL[at : at + self.blocksize]
-            self.callback(block[:, None].copy(), len(block), None, None)
-            time.sleep(0.002)  # faster than real time: the session must keep every block in order
-        self.finished()
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.stopped.set()
-
-    def close(self) -> None:
-        self.thread.join(timeout=5)
-
-
-DEVICES = [{"name": "HDA Intel PCH: HDMI 0", "max_input_channels": 0, "default_samplerate": 44100.0}] * 3 + [
-    {"name": "USB Microphone", "max_input_channels": 1, "default_samplerate": 16000.0}]
 
 
 @pytest.fixture

