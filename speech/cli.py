@@ -99,7 +99,7 @@ def _bench_vc(args: argparse.Namespace) -> int:
     from .judges.whisper import JudgeUnavailable
 
     cfg = vc.VCBenchConfig(args.data, args.pairs, args.allison, args.steps, args.chunk, args.model, args.vocoder,
-                           args.backend, args.latency_seconds, args.threads, args.json)
+                           args.backend, args.latency_seconds, args.long_minutes, args.threads, args.json)
     return _reported("bench vc", lambda: vc.run(cfg), ValueError, FileNotFoundError, ModuleNotFoundError,
                      JudgeUnavailable)
 
@@ -265,6 +265,8 @@ def _add_bench(subparsers) -> None:
                     help="what runs the live steps: torch, or ONNX Runtime on the exported steps")
     vc.add_argument("--latency-seconds", type=float, default=v.latency_seconds,
                     help=f"source audio for the latency and compute runs ({v.latency_seconds:g})")
+    vc.add_argument("--long-minutes", type=float, default=v.long_minutes,
+                    help="a long synthetic session of held-out speech: compute and memory first vs last minute (0: skip)")
     vc.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     vc.add_argument("--json", default=v.json)
     vc.set_defaults(func=_bench_vc)

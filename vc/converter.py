@@ -118,6 +118,12 @@ class ConversionStream:
         out = self._convert(final=True)
         return np.concatenate([out, self.vocoder.finish()])
 
+    def held_bytes(self) -> int:
+        """What the stream holds between calls: step states and pending frames (flat over any length)."""
+        tensors = [*self.content_state.values(), *self.vc_state.values(), *self.vocoder.state.values(),
+                   self.vocoder.feed.pending, self.pending_features, self.content]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
     def _add_features(self, frames: Tensor) -> None:
         self.pending_features = torch.cat([self.pending_features, frames], dim=-1)
         pairs = self.pending_features.shape[-1] // 2

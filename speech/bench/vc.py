@@ -42,6 +42,7 @@ class VCBenchConfig:
     vocoder: str | None = None
     backend: str = "torch"
     latency_seconds: float = 6.0
+    long_minutes: float = 0.0  # a long synthetic session; 0 skips it
     threads: int | None = None
     json: str = "bench-results/vc.json"
 
@@ -142,6 +143,36 @@ def measure_compute(converter, source: np.ndarray, voice) -> dict[str, float]:
             "p90_ms": float(np.percentile(times, 90)), "share_p50": float(np.percentile(times, 50) / (chunk_s * 1000))}
 
 
+def measure_long_session(converter, sources: list[np.ndarray], voice, minutes: float) -> dict:
+    """One session of ``minutes`` of held-out speech back to back, in 100 ms pieces as fast as it goes: the
+    compute of each minute against its duration, and the stream's held state and the process's RSS after the
+    first minute and at the end (constant memory means both stay flat)."""
+    import psutil
+
+    stream, piece, process = converter.stream(voice), 1600, psutil.Process()
+    signal = np.concatenate(sources)
+    per_minute, minute_s, done, spent = [], 0.0, 0, 0.0
+    first = None
+    total = int(minutes * 60 * 16000)
+    while done < total:
+        at = done % len(signal)
+        block = signal[at : at + min(piece, total - done)]
+        t = time.perf_counter()
+        stream.process(block)
+        spent += time.perf_counter() - t
+        done += len(block)
+        minute_s += len(block) / 16000
+        if minute_s >= 60 or done >= total:
+            per_minute.append(spent / minute_s)
+            if first is None:
+                first = {"held_bytes": stream.held_bytes(), "rss_mb": process.memory_info().rss / 2**20}
+            minute_s, spent = 0.0, 0.0
+    stream.finish()
+    return {"minutes": minutes, "rtf_per_minute": per_minute, "worst_minute_rtf": max(per_minute),
+            "held_bytes_first": first["held_bytes"], "held_bytes_last": stream.held_bytes(),
+            "rss_mb_first": first["rss_mb"], "rss_mb_last": process.memory_info().rss / 2**20}
+
+
 def run(cfg: VCBenchConfig) -> dict:
     import torch
 
@@ -187,6 +218,9 @@ def run(cfg: VCBenchConfig) -> dict:
                "compute": measure_compute(converter, probe, voice), "published_latency_ms": PUBLISHED_LATENCY_MS,
                "settings": {"steps": cfg.steps, "chunk_frames": converter.settings.chunk, "backend": cfg.backend,
                             "torch_threads": torch.get_num_threads()}, "machine": machine()}
+    if cfg.long_minutes > 0:
+        sources = [read_audio(p["source"]["path"], sample_rate=16000)[0] for p in pairs]
+        results["long_session"] = measure_long_session(converter, sources, voice, cfg.long_minutes)
     print_report(results)
     write_json(cfg.json, "vc", asdict(cfg), results)
     return results
@@ -219,3 +253,9 @@ def print_report(results: dict) -> None:
     print(table(["compute per chunk, 1 stream, this CPU", "ms"],
                 [["chunk", comp["chunk_ms"]], ["p50", comp["p50_ms"]], ["p90", comp["p90_ms"]],
                  ["p50 / chunk", comp["share_p50"]]]))
+    if "long_session" in results:
+        long = results["long_session"]
+        print(table([f"long session ({long['minutes']:g} min)", "first minute", "last minute"],
+                    [["compute / audio", long["rtf_per_minute"][0], long["rtf_per_minute"][-1]],
+                     ["held state (MB)", long["held_bytes_first"] / 1e6, long["held_bytes_last"] / 1e6],
+                     ["process RSS (MB)", long["rss_mb_first"], long["rss_mb_last"]]]))
