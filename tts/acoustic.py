@@ -275,18 +275,24 @@ class FlowDecoder(nn.Module):
         return self.run(x, cond, t, speaker, zeros, empty, empty, mask)[0]
 
 
-class AcousticModel(nn.Module):
-    def __init__(self, cfg: AcousticConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.encoder = TextEncoder(cfg)
-        self.decoder = FlowDecoder(cfg)
+class NormalisedMel:
+    """A model whose flow runs on mel normalised by its config's ``mel_mean`` and ``mel_std``."""
+
+    cfg: AcousticConfig
 
     def normalise(self, mel: Tensor) -> Tensor:
         return (mel - self.cfg.mel_mean) / self.cfg.mel_std
 
     def denormalise(self, mel: Tensor) -> Tensor:
         return mel * self.cfg.mel_std + self.cfg.mel_mean
+
+
+class AcousticModel(NormalisedMel, nn.Module):
+    def __init__(self, cfg: AcousticConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = TextEncoder(cfg)
+        self.decoder = FlowDecoder(cfg)
 
     def losses(self, ids: Tensor, n_phonemes: Tensor, mel: Tensor, n_frames: Tensor, speaker: Tensor,
                chunk: int) -> dict[str, Tensor]:

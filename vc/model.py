@@ -29,6 +29,7 @@ from streaming.blocks.attention import additive_mask
 from tts.acoustic import (
     DecoderBlock,
     MaskedConvBlock,
+    NormalisedMel,
     chunk_mask,
     read_weights,
     sequence_mask,
@@ -151,18 +152,12 @@ def prompt_visible(count: Tensor, capacity: int) -> Tensor:
     return torch.arange(capacity, device=count.device)[None] < count[:, None]
 
 
-class VCModel(nn.Module):
+class VCModel(NormalisedMel, nn.Module):
     def __init__(self, cfg: VCConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.reference = ReferenceEncoder(cfg)
         self.decoder = VCDecoder(cfg)
-
-    def normalise(self, mel: Tensor) -> Tensor:
-        return (mel - self.cfg.mel_mean) / self.cfg.mel_std
-
-    def denormalise(self, mel: Tensor) -> Tensor:
-        return mel * self.cfg.mel_std + self.cfg.mel_mean
 
     def voice(self, reference_mel: Tensor, lengths: Tensor) -> dict[str, Tensor]:
         """A reference's natural-log mel ``[B, n_mels, R]`` (R <= max_reference_frames) -> what conditions the

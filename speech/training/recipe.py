@@ -105,3 +105,12 @@ def resume_checkpoint(path: Path, optim, device) -> tuple[dict | None, int, int,
     print(f"resumed at step {saved['step']}, epoch {saved['epoch']}", file=sys.stderr)
     return saved["model"], saved["step"], saved["epoch"], saved["history"]
 
+
+
+def write_report(out: Path, report: dict) -> dict:
+    """``report.json`` of a training call, and its headline (steps, epoch, time, validation) on stderr."""
+    import json
+
+    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
+    print(json.dumps({k: report[k] for k in ("step", "epoch", "seconds_this_call", "validation")}), file=sys.stderr)
+    return report

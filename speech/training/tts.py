@@ -22,7 +22,7 @@ import torch
 from tts.acoustic import AcousticConfig, AcousticModel, read_weights
 
 from ..corpus.tts_pack import load_tts_pack
-from .recipe import recipe_main, resume_checkpoint, save_checkpoint, warmup_cosine
+from .recipe import recipe_main, resume_checkpoint, save_checkpoint, warmup_cosine, write_report
 
 
 @dataclass
@@ -181,9 +181,7 @@ def run(cfg: TTSTrainConfig) -> dict:
     report = {"step": step, "epoch": epoch, "seconds_this_call": round(time.time() - start_time),
               "audio_hours_seen_this_call": round(frames_seen * 256 / 22050 / 3600, 2), "validation": val,
               "pack": data.info, "history": history, "config": asdict(cfg)}
-    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
-    print(json.dumps({k: report[k] for k in ("step", "epoch", "seconds_this_call", "validation")}), file=sys.stderr)
-    return report
+    return write_report(out, report)
 
 
 def main(argv: list[str] | None = None) -> int:

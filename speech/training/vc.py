@@ -16,7 +16,6 @@ cosine, ``ckpt.pt`` resume, a progress bar; at the end ``model.safetensors`` (fp
 
 from __future__ import annotations
 
-import json
 import random
 import sys
 import time
@@ -30,7 +29,7 @@ import torch.nn.functional as F
 from vc.content import ContentEncoder, content_index
 from vc.model import VCConfig, VCModel, read_weights, save_vc
 
-from .recipe import recipe_main, resume_checkpoint, save_checkpoint, warmup_cosine
+from .recipe import recipe_main, resume_checkpoint, save_checkpoint, warmup_cosine, write_report
 
 
 @dataclass
@@ -99,8 +98,9 @@ def featurise(audio16: np.ndarray, encoder: ContentEncoder, factors: list[float]
 class VCData:
     """Every utterance's target mel and content renderings, on the training device, grouped by speaker."""
 
-    def __init__(self, cfg: VCTrainConfig, encoder: ContentEncoder | None, device: torch.device, cache: Path) -> None:
-        self.cfg, self.device = cfg, device
+    def __init__(self, cfg: VCTrainConfig, encoder: ContentEncoder | None, device: torch.device, cache: Path,
+                 max_reference_frames: int) -> None:
+        self.cfg, self.device, self.max_reference_frames = cfg, device, max_reference_frames
         if cache.exists():
             saved = torch.load(cache, map_location=device, weights_only=False)
         else:
@@ -151,7 +151,8 @@ class VCData:
         utt = self.utts[index]
         others = [i for i in self.by_speaker.get(utt.speaker, []) if i != index]
         per_s = 22050 / 256
-        want = int(rng.uniform(self.cfg.reference_min_s, self.cfg.reference_max_s) * per_s)
+        want = min(int(rng.uniform(self.cfg.reference_min_s, self.cfg.reference_max_s) * per_s),
+                   self.max_reference_frames)
         if others:
             mel = self.utts[rng.choice(others)].mel
         else:
@@ -220,7 +221,7 @@ def run(cfg: VCTrainConfig) -> dict:
     cache = out / "features.pt"
     encoder = None if cache.exists() else ContentEncoder(
         content_stack(cfg.encoder).to(device), vc_cfg.content_layers, vc_cfg.content_window)
-    data = VCData(cfg, encoder, device, cache)
+    data = VCData(cfg, encoder, device, cache, vc_cfg.max_reference_frames)
     del encoder
     model = VCModel(model_config(cfg, data.utts[0].content.shape[-1])).to(device)
     optim = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -264,9 +265,7 @@ def run(cfg: VCTrainConfig) -> dict:
     save_vc(model, out)
     report = {"step": step, "epoch": epoch, "seconds_this_call": round(time.time() - start_time), "validation": val,
               "data": data.info, "history": history, "config": asdict(cfg)}
-    (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
-    print(json.dumps({k: report[k] for k in ("step", "epoch", "seconds_this_call", "validation")}), file=sys.stderr)
-    return report
+    return write_report(out, report)
 
 
 def main(argv: list[str] | None = None) -> int:
