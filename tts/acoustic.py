@@ -228,6 +228,21 @@ def chunk_mask(length: int, chunk: int, left: int, lengths: Tensor) -> Tensor:
     return (visible[None] & real) | torch.eye(length, dtype=torch.bool, device=lengths.device)[None]
 
 
+def run_blocks(decoder: nn.Module, h: Tensor, style: Tensor, conv: Tensor, keys: Tensor, values: Tensor,
+               mask: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """A flow decoder's blocks (``decoder.blocks``) over ``h [B, T, D]``, then its output head (``out_norm``,
+    ``out``): the velocity ``[B, n_mels, T]``, the next conv caches and this pass's keys and values, stacked
+    per block. Shared by the TTS and VC decoders."""
+    conv_next, new_keys, new_values = [], [], []
+    for i, block in enumerate(decoder.blocks):
+        h, c, k, v = block(h, style, conv[:, i], keys[:, i], values[:, i], mask)
+        conv_next.append(c)
+        new_keys.append(k)
+        new_values.append(v)
+    velocity = decoder.out(decoder.out_norm(h)).transpose(1, 2)
+    return velocity, torch.stack(conv_next, 1), torch.stack(new_keys, 1), torch.stack(new_values, 1)
+
+
 class FlowDecoder(nn.Module):
     """Velocity ``v(x_t, t | cond, speaker)`` over normalised mel ``[B, n_mels, T]``; ``cond [B,
     cond_channels, T]`` is the frame condition, ``mu`` first."""
@@ -256,14 +271,7 @@ class FlowDecoder(nn.Module):
         style = self.time(timestep_embedding(t, self.cfg.cond_dim)) + self.speaker(speaker)
         mu, features = cond[:, : self.cfg.n_mels], cond[:, self.cfg.n_mels :]
         h = self.inp(torch.cat([x, mu], dim=1).transpose(1, 2)) + self.frame_in(features.transpose(1, 2))
-        conv_next, new_keys, new_values = [], [], []
-        for i, block in enumerate(self.blocks):
-            h, c, k, v = block(h, style, conv[:, i], keys[:, i], values[:, i], mask)
-            conv_next.append(c)
-            new_keys.append(k)
-            new_values.append(v)
-        velocity = self.out(self.out_norm(h)).transpose(1, 2)
-        return velocity, torch.stack(conv_next, 1), torch.stack(new_keys, 1), torch.stack(new_values, 1)
+        return run_blocks(self, h, style, conv, keys, values, mask)
 
     def forward(self, x: Tensor, cond: Tensor, t: Tensor, speaker: Tensor, lengths: Tensor, chunk: int) -> Tensor:
         """Offline over whole sequences with the chunk mask of ``chunk`` frames (the parity reference)."""

@@ -32,6 +32,7 @@ from tts.acoustic import (
     NormalisedMel,
     chunk_mask,
     read_weights,
+    run_blocks,
     sequence_mask,
     timestep_embedding,
 )
@@ -127,14 +128,7 @@ class VCDecoder(nn.Module):
         next conv caches ``[B, blocks, D, K-1]`` and this pass's keys and values ``[B, blocks, D, T]``."""
         style = self.time(timestep_embedding(t, self.cfg.cond_dim)) + voice
         h = self.inp(x.transpose(1, 2)) + self.content_in(content.transpose(1, 2))
-        conv_next, new_keys, new_values = [], [], []
-        for i, block in enumerate(self.blocks):
-            h, c, k, v = block(h, style, conv[:, i], keys[:, i], values[:, i], mask)
-            conv_next.append(c)
-            new_keys.append(k)
-            new_values.append(v)
-        velocity = self.out(self.out_norm(h)).transpose(1, 2)
-        return velocity, torch.stack(conv_next, 1), torch.stack(new_keys, 1), torch.stack(new_values, 1)
+        return run_blocks(self, h, style, conv, keys, values, mask)
 
     def forward(self, x: Tensor, content: Tensor, t: Tensor, voice: Tensor, sink_keys: Tensor, sink_values: Tensor,
                 prompt_count: Tensor, lengths: Tensor, chunk: int) -> Tensor:
