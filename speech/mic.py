@@ -139,7 +139,7 @@ def _vc(args: argparse.Namespace) -> int:
 
         index, device = choose_device(sounddevice, args.device)
         rate = args.sample_rate or int(device["default_samplerate"])
-        converter = load_converter(None if args.model is None else args.model, args.vocoder, steps=args.steps,
+        converter = load_converter(args.model, args.vocoder, steps=args.steps,
                                    backend=args.backend)
         voice = converter.voice(read_audio(args.voice, sample_rate=22050)[0])
         sink = Sink(None, play=True)
