@@ -343,6 +343,17 @@ class AcousticModel(NormalisedMel, nn.Module):
         return (((velocity.float() - target) ** 2) * frame_mask).sum() / (frame_mask.sum() * self.cfg.n_mels)
 
 
+def write_weights(model: nn.Module, config: dict, directory: str | Path) -> None:
+    """A trained model directory: ``model.safetensors`` (fp16, as shipped) and ``config.json``."""
+    from safetensors.torch import save_file
+
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out / "model.safetensors"))
+    (out / "config.json").write_text(json.dumps(config, indent=1) + "\n")
+
+
 def read_weights(directory: str | Path) -> dict[str, Tensor]:
     """A trained model directory's ``model.safetensors`` (fp16), as fp32 tensors."""
     from safetensors.torch import load_file

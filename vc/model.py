@@ -35,14 +35,15 @@ from tts.acoustic import (
     run_blocks,
     sequence_mask,
     timestep_embedding,
+    write_weights,
 )
 
 
 @dataclass(frozen=True)
 class VCConfig:
     content_dim: int = 512  # Whisper base's width
-    content_layers: int = 6  # the Whisper layers the content comes from (vc.content)
-    content_window: int = 1500  # the content encoder's attention ring, frames
+    content_layers: int = 4  # the Whisper layers the content comes from (`speech bench vc-content`'s choice)
+    content_window: int = 500  # the content encoder's attention ring, frames (10 s)
     n_mels: int = 80
     mel_mean: float = -5.5
     mel_std: float = 2.2
@@ -185,13 +186,7 @@ class VCModel(NormalisedMel, nn.Module):
 
 def save_vc(model: VCModel, directory: str | Path) -> None:
     """``model.safetensors`` (fp16) + ``config.json``."""
-    from safetensors.torch import save_file
-
-    out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(out / "model.safetensors"))
-    (out / "config.json").write_text(json.dumps(model.cfg.to_dict(), indent=1) + "\n")
+    write_weights(model, model.cfg.to_dict(), directory)
 
 
 def load_vc(directory: str | Path) -> VCModel:

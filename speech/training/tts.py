@@ -10,7 +10,6 @@ the validation losses.
 
 from __future__ import annotations
 
-import json
 import random
 import sys
 import time
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from tts.acoustic import AcousticConfig, AcousticModel, read_weights
+from tts.acoustic import AcousticConfig, AcousticModel, read_weights, write_weights
 
 from ..corpus.tts_pack import load_tts_pack
 from .recipe import recipe_main, resume_checkpoint, save_checkpoint, warmup_cosine, write_report
@@ -88,14 +87,6 @@ class PackBatches:
 def model_config(cfg: TTSTrainConfig, info: dict) -> AcousticConfig:
     return AcousticConfig(**{"voices": tuple(info["voices"]), "mel_mean": info["mel_mean"],
                              "mel_std": info["mel_std"], **(cfg.model or {})})
-
-
-def save_model(model: AcousticModel, out: Path) -> None:
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(out / "model.safetensors"))
-    (out / "config.json").write_text(json.dumps(model.cfg.to_dict(), indent=1) + "\n")
 
 
 @torch.no_grad()
@@ -177,7 +168,7 @@ def run(cfg: TTSTrainConfig) -> dict:
     bar.close()
     save()
     val = validate(model, data, cfg)
-    save_model(model, out)
+    write_weights(model, model.cfg.to_dict(), out)
     report = {"step": step, "epoch": epoch, "seconds_this_call": round(time.time() - start_time),
               "audio_hours_seen_this_call": round(frames_seen * 256 / 22050 / 3600, 2), "validation": val,
               "pack": data.info, "history": history, "config": asdict(cfg)}

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from tts.acoustic import write_weights
 from tts.hifigan import HifiGan, HifiGanConfig, hifigan_mel, load_universal_hifigan, load_vocoder
 
 from ..corpus.tts_pack import load_tts_pack
@@ -167,14 +168,6 @@ def validate(student: HifiGan, teacher: HifiGan, data: MelWindows, cfg: VocoderT
     return {k: round(v, 4) for k, v in totals.items()}
 
 
-def save_model(student: HifiGan, out: Path) -> None:
-    from safetensors.torch import save_file
-
-    state = {k: v.detach().to(torch.float16).contiguous() for k, v in student.state_dict().items()}
-    save_file(state, str(out / "model.safetensors"))
-    (out / "config.json").write_text(json.dumps(asdict(student.cfg), indent=1) + "\n")
-
-
 class Adversary:
     """The discriminators and their optimiser; ``disc.pt`` beside ``ckpt.pt`` for resume."""
 
@@ -284,7 +277,7 @@ def run(cfg: VocoderTrainConfig) -> dict:
     bar.close()
     save()
     val = validate(student, teacher, data, cfg)
-    save_model(student, out)
+    write_weights(student, asdict(student.cfg), out)
     report = {"step": step, "seconds_this_call": round(time.time() - start_time), "validation": val,
               "pack": data.info, "history": history, "config": asdict(cfg)}
     (out / "report.json").write_text(json.dumps(report, indent=1) + "\n")
