@@ -12,7 +12,7 @@ from asr.whisper.model import CausalWhisper
 from speech.bench.nemo_reference import random_speechlike
 from speech.whisper_models import whisper_directory
 from streaming.inline import advance
-from vc.content import ContentEncoder, ContentStep, content_frames_needed, content_index
+from vc.content import ContentEncoder, ContentStep, content_frames_needed, content_index, mel_frames_readable
 
 TOL = 1e-4
 
@@ -76,3 +76,5 @@ def test_mel_frames_read_the_content_frame_under_their_centre():
     centre_s = (m * 256 + 128) / 22050
     assert torch.equal(index, torch.floor(centre_s / 0.02).long())
     assert content_frames_needed(6) == int(index[5]) + 1 and content_frames_needed(0) == 0
+    for available in range(400):  # the inverse: exactly the mel frames whose content frame exists
+        assert mel_frames_readable(available) == int((index < available).sum())

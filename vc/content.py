@@ -42,6 +42,12 @@ def content_index(mel_frames: Tensor) -> Tensor:
     return torch.div(centre_samples * 50, MEL_RATE, rounding_mode="floor")  # 50 content frames a second
 
 
+def mel_frames_readable(content_frames: int) -> int:
+    """How many leading mel frames read only the first ``content_frames`` content frames (the inverse of
+    :func:`content_frames_needed`): ``m`` with ``(256 m + 128) * 50 < 22050 * content_frames``."""
+    return max(0, -(-(content_frames * MEL_RATE // 50 - MEL_HOP // 2) // MEL_HOP))
+
+
 def content_frames_needed(mel_frames: int) -> int:
     """How many content frames the first ``mel_frames`` mel frames read."""
     return int(content_index(torch.tensor(mel_frames - 1))) + 1 if mel_frames > 0 else 0

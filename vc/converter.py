@@ -26,7 +26,7 @@ from tts.flow_step import SolverSettings
 from tts.hifigan import HifiGan, hifigan_mel
 from tts.vocoder import StreamingVocoder, VocoderStep, vocode_offline
 
-from .content import MEL_HOP, MEL_RATE, ContentEncoder, ContentStep, content_index
+from .content import MEL_HOP, MEL_RATE, ContentEncoder, ContentStep, content_index, mel_frames_readable
 from .flow_step import VCStep, convert_offline
 from .model import VCModel
 
@@ -140,9 +140,7 @@ class ConversionStream:
         if final:
             end = mel_frames_for(self.samples)
         else:  # the mel frames whose content frame exists
-            end = self.mel_done
-            while int(content_index(torch.tensor(end))) < available:
-                end += 1
+            end = max(self.mel_done, mel_frames_readable(available))
         pieces = []
         while self.mel_done + (1 if final else c) <= end:
             frames = min(c, end - self.mel_done)
