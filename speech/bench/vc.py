@@ -69,8 +69,9 @@ def choose_pairs(data: Path, pairs: int, allison: int) -> list[dict]:
         references.append(mine[0])
     allison_rows = _allison(data)
     reference_ids = {r["utt_id"] for r in references}
-    sources = [r for r in vctk if r["utt_id"] not in reference_ids][: pairs - min(allison, pairs)]
-    sources += allison_rows[: pairs - len(sources)]
+    allison_rows = allison_rows[: min(allison, pairs)]  # VCTK fills in where `speech corpus real` has not run
+    sources = [r for r in vctk if r["utt_id"] not in reference_ids][: pairs - len(allison_rows)]
+    sources += allison_rows
     out = []
     for i, source in enumerate(sources):
         candidates = [r for r in references if r["speaker"] != source["speaker"]]
