@@ -1,16 +1,20 @@
-"""The ASR models a service runs, each loaded once with its lanes on the one shared chunk scheduler, so the
-sessions of every client are batched together (the server, and the microphone CLI in-process).
+"""The models a service runs (ASR, TTS, VC), each loaded once with its lanes on the one shared chunk scheduler,
+so the sessions of every client are batched together (the server, and the microphone CLI in-process).
 
-An engine turns a client's options (``lookahead_ms``, ``chunk_ms``) into a live session
-(:class:`asr.live.LiveSession`) and says what those options resolved to."""
+An engine turns a client's options (``lookahead_ms``, ``chunk_ms``, a voice) into a live session (for ASR an
+:class:`asr.live.LiveSession`) and says what those options resolved to."""
 
 from __future__ import annotations
 
+import dataclasses
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
+
 from asr.live import LiveSession
+from streaming.pool import PoolFull
 from streaming.scheduler import ChunkScheduler
 
 from .protocol import ProtocolError
@@ -167,6 +171,71 @@ class TtsEngine:
         return session, {"voice": voice, "chunk_ms": self.chunk_ms}
 
 
+class VcEngine:
+    """Streaming voice conversion (``vc.scheduled``): content, VC and vocoder lanes shared by every VC session.
+    ``voices`` names reference recordings (the operator's) a client may pick instead of sending one."""
+
+    task = "vc"
+
+    def __init__(self, name: str, converter, scheduler: ChunkScheduler, lanes: LaneSettings,
+                 voices: dict[str, str] | None = None, step_thread: Executor | None = None) -> None:
+        from vc.converter import SOURCE_RATE
+        from vc.scheduled import add_vc_lanes
+
+        from .audio import read_audio
+
+        self.name, self.converter, self.scheduler = name, converter, scheduler
+        self.sample_rate, self.input_rate = converter.vocoder.cfg.sample_rate, SOURCE_RATE
+        self.lanes = add_vc_lanes(scheduler, name, converter, max_streams=lanes.max_streams,
+                                  max_batch=lanes.max_batch, max_wait_ms=lanes.max_wait_ms,
+                                  executor=step_thread if converter.backend is not None else None)
+        self.voices = {}
+        for voice, path in (voices or {}).items():
+            try:
+                self.voices[voice] = converter.voice(read_audio(path, sample_rate=self.sample_rate)[0])
+            except ValueError as error:
+                raise ValueError(f"{name}: voice {voice!r} ({path}): {error}") from None
+
+    @property
+    def chunk_ms(self) -> float:
+        return 1000 * self.converter.settings.chunk * self.converter.vocoder.cfg.hop_length / self.sample_rate
+
+    def describe(self) -> dict[str, Any]:
+        from vc.converter import MIN_REFERENCE_S
+
+        return {"name": self.name, "task": self.task, "family": "vc", "sample_rate": self.sample_rate,
+                "voices": sorted(self.voices), "steps": self.converter.settings.steps, "chunk_ms": self.chunk_ms,
+                "reference_s": {"min": MIN_REFERENCE_S, "max": round(self.max_reference_s, 3)}}
+
+    @property
+    def max_reference_s(self) -> float:
+        """How much of a reference the voice reads (the rest is not kept)."""
+        frames = self.converter.model.cfg.max_reference_frames
+        return frames * self.converter.vocoder.cfg.hop_length / self.sample_rate
+
+    def voice(self, reference: np.ndarray) -> dict[str, Any]:
+        """A target voice from reference audio at the model's rate; a :class:`ProtocolError` if it is unusable."""
+        try:
+            return self.converter.voice(reference)
+        except ValueError as error:
+            raise ProtocolError("bad_audio", f"{error}; send more reference audio, then reference_end again") from None
+
+    def named_voice(self, voice: str) -> dict[str, Any]:
+        if voice not in self.voices:
+            raise ProtocolError("bad_parameter", f"model {self.name} has voices {sorted(self.voices)}, not {voice!r}; "
+                                "or leave voice out and send a reference recording first")
+        return self.voices[voice]
+
+    def open(self, voice: dict[str, Any]):
+        """A live conversion into ``voice``; a ``busy`` :class:`ProtocolError` when a lane is full."""
+        from vc.scheduled import ScheduledConversion
+
+        try:
+            return ScheduledConversion(self.scheduler, self.lanes, self.converter, voice)
+        except PoolFull:
+            raise ProtocolError("busy", f"model {self.name} is at capacity; retry later") from None
+
+
 LANE_KEYS = ("max_streams", "max_batch", "max_wait_ms")
 BACKENDS = ("torch", "onnx")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -177,6 +246,8 @@ MODEL_KEYS = {
                        *LANE_KEYS},
     "tts": {"name", "family", "path", "vocoder", "steps", "solver", "guidance", "chunk", "default_voice", "optional",
             "backend", "precision", *LANE_KEYS},
+    "vc": {"name", "family", "path", "vocoder", "steps", "chunk", "voices", "optional", "backend", "precision",
+           *LANE_KEYS},
 }
 
 
@@ -223,6 +294,13 @@ def load_engine(spec: dict[str, Any], scheduler: ChunkScheduler, step_thread: Ex
                                   guidance=float(spec.get("guidance", 0.0)), chunk=int(spec.get("chunk", 16)))
         return TtsEngine(name, model, vocoder, scheduler, lanes, settings, spec.get("default_voice"), step_thread,
                          backend)
+    if family == "vc":
+        from .vc_models import load_converter
+
+        converter = load_converter(spec.get("path"), spec.get("vocoder"), steps=int(spec.get("steps", 1)),
+                                   chunk=spec.get("chunk"))
+        return VcEngine(name, dataclasses.replace(converter, backend=backend), scheduler, lanes, spec.get("voices"),
+                        step_thread)
     thread = step_thread if backend is not None else None
     if family == "fastconformer":
         from .asr_models import load_fastconformer

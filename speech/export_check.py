@@ -2,7 +2,8 @@
 
 Both backends run the same host logic (decoding, endpointing) over the same signal, each chaining its own
 state; every step call's outputs and next state are compared (``exports.parity``) and so is the text (a
-TTS directory streams a fixed paragraph of text instead of audio; its "text" is the audio's length).
+TTS directory streams a fixed paragraph of text instead of audio, a VC directory converts the audio into a
+reference voice; their "text" is the output's length).
 fp32 files pass when the text is identical and no tensor differs by more than the tolerance (1e-4), or, for
 a model whose torch fp32 run itself is further than that from exact arithmetic (Whisper: large activations),
 by more than twice what torch fp32 differs from a float64 run of the same stream (two fp32 computations,
@@ -11,6 +12,7 @@ each as far from exact as torch is, can be that far apart). fp16 and int8 files 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -55,11 +57,14 @@ TTS_TEXT = ("The birch canoe slid on the smooth planks. Glue the sheet to the da
             "bowls.")  # Harvard sentences: about 60 flow chunks and 30 vocoder chunks
 
 
-def _runs(model: Exportable) -> list[tuple[str, Transcribe]]:
+def _runs(model: Exportable, voice: np.ndarray | None) -> list[tuple[str, Transcribe]]:
     """One run per way the model streams: each lookahead and decoder of a FastConformer; Whisper's chunk;
-    TTS: ``TTS_TEXT`` through the flow and vocoder steps (its "text" is the length of the audio)."""
+    TTS: ``TTS_TEXT`` through the flow and vocoder steps (its "text" is the length of the audio); VC: the
+    audio converted into ``voice`` (22.05 kHz; None: the audio's first 10 s) through all four steps."""
     if model.source["model"] == "tts":
         return [(f"tts, {model.config.chunk}-frame flow chunks", functools.partial(_speak, model))]
+    if model.source["model"] == "vc":
+        return [(f"vc, {model.config.chunk}-frame chunks", functools.partial(_convert, model, voice))]
     if model.source["model"] == "whisper-causal":
         from asr.whisper.streaming import stream_signal
 
@@ -97,6 +102,32 @@ def _speak(model: Exportable, backend: Backend, _audio: np.ndarray) -> str:
     return f"{sum(len(p) for p in pieces)} samples of audio"
 
 
+def _convert(model: Exportable, voice: np.ndarray | None, backend: Backend, audio: np.ndarray) -> str:
+    """The voice step once, then the source in 100 ms pieces, every step on ``backend``."""
+    import torch
+
+    from streaming.inline import InlineSteps, drive
+    from vc.converter import ConversionFeed
+    from vc.flow_step import VoiceStep
+
+    from .audio import resample
+
+    converter = dataclasses.replace(model.model, content=_on(model.model.content, backend),
+                                    model=_on(model.model.model, backend), vocoder=_on(model.model.vocoder, backend))
+    voice_step = VoiceStep(converter.model)
+    if voice is None:
+        voice = resample(audio[: 10 * 16000], 16000, 22050)
+    mel = converter.reference_mel(voice)
+    reference = {"reference": voice_step.padded(mel, converter.model.cfg.max_reference_frames),
+                 "frames": torch.tensor(mel.shape[-1])}
+    voice_rows = InlineSteps({"voice": voice_step}, backend)("voice", reference)
+    steps = InlineSteps(converter.steps, backend, start_from={"vc": voice_rows})
+    feed = ConversionFeed(converter, converter.settings.chunk, fixed_end=False)
+    pieces = [drive(feed.requests(audio[i : i + 1600]), steps) for i in range(0, len(audio), 1600)]
+    pieces.append(drive(feed.requests(None), steps))
+    return f"{sum(len(p) for p in pieces)} samples of audio"
+
+
 def _on(model, backend: Backend):
     """The torch model in the backend's dtype (float64 references); the model as it is otherwise."""
     inner = getattr(backend, "inner", backend)
@@ -107,12 +138,13 @@ def _on(model, backend: Backend):
     return model
 
 
-def check(directory: str | Path, audio: np.ndarray | None, tolerance: float = TOLERANCE, log=print) -> list[RunCheck]:
+def check(directory: str | Path, audio: np.ndarray | None, tolerance: float = TOLERANCE, log=print,
+          voice: np.ndarray | None = None) -> list[RunCheck]:
     manifest = read_manifest(directory)
     model = load_exportable(manifest["source"])
     locate, precision = directory_locator(directory)
     results = []
-    for label, run in _runs(model):
+    for label, run in _runs(model, voice):
         recorded = {}
         texts = {}
         for name, backend in (("torch", TorchBackend()), ("onnx", OnnxBackend(locate, precision=precision))):

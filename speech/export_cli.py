@@ -16,14 +16,14 @@ from .asr_models import ModelNotFound
 from .whisper_models import WhisperNotFound
 
 USAGE = """speech export MODEL [--format onnx|tensorrt] [--precision fp32|fp16|int8] [--opset N] -o DIR
-       speech export check DIR --audio FILE [FILE ...]   (a tts directory needs no audio)"""
+       speech export check DIR --audio FILE [FILE ...] [--voice REF]   (a tts directory needs no audio)"""
 
 
 def add_export(subparsers) -> None:
     p = subparsers.add_parser("export", help="ONNX / TensorRT export of the streaming steps; `export check DIR`",
                               description=__doc__.split("\n\n")[0], usage=USAGE)
-    p.add_argument("model", help="fastconformer (default model), a model directory or .nemo, whisper-causal, tts; "
-                   "or `check` followed by an export directory")
+    p.add_argument("model", help="fastconformer (default model), a model directory or .nemo, whisper-causal, tts, "
+                   "vc; or `check` followed by an export directory")
     p.add_argument("directory", nargs="?", help="with check: the directory `speech export` wrote")
     p.add_argument("--format", choices=["onnx", "tensorrt"], default="onnx")
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32",
@@ -33,20 +33,24 @@ def add_export(subparsers) -> None:
     p.add_argument("--whisper", default="base", help="whisper-causal: base (default), tiny.en or a directory")
     p.add_argument("--chunk", type=int, default=300, help="whisper-causal: chunk in ms (100, 200, 300)")
     p.add_argument("--adapter", default="shipped", help="whisper-causal: 'shipped', a directory, or 'none'")
-    p.add_argument("--vocoder", help="tts: a vocoder directory or 'universal' (default: the shipped causal student)")
-    p.add_argument("--steps", type=int, default=4, help="tts: flow-matching solver steps (4), Euler, 16-frame chunks")
+    p.add_argument("--vocoder", help="tts, vc: a vocoder directory or 'universal' (default: the shipped causal "
+                   "student)")
+    p.add_argument("--steps", type=int, help="tts, vc: flow-matching solver steps, Euler (tts: 4, 16-frame chunks; "
+                   "vc: 1, as the server runs it)")
     p.add_argument("--max-batch", type=int, default=16, help="tensorrt: the profile's largest batch")
     p.add_argument("--audio", nargs="+", help="check: audio files, streamed one after another as one signal")
+    p.add_argument("--voice", help="check, vc: the reference recording (default: the first 10 s of the audio)")
     p.add_argument("--tolerance", type=float, default=1e-4, help="check: largest difference for fp32 files")
     p.add_argument("--json", help="check: also write the results here")
     p.set_defaults(func=run)
 
 
 def _source(args: argparse.Namespace) -> dict[str, object]:
-    if args.vocoder and args.model != "tts":
-        raise ValueError(f"--vocoder goes with tts, not {args.model!r}")
-    if args.model == "tts":
-        return {"model": "tts", "steps": args.steps, **({"vocoder": args.vocoder} if args.vocoder else {})}
+    if (args.vocoder or args.steps) and args.model not in ("tts", "vc"):
+        raise ValueError(f"--vocoder and --steps go with tts and vc, not {args.model!r}")
+    if args.model in ("tts", "vc"):
+        steps = args.steps or {"tts": 4, "vc": 1}[args.model]
+        return {"model": args.model, "steps": steps, **({"vocoder": args.vocoder} if args.vocoder else {})}
     if args.model == "whisper-causal":
         return {"model": "whisper-causal", "whisper": args.whisper, "chunk_ms": args.chunk,
                 "adapter": None if args.adapter == "none" else args.adapter}
@@ -110,7 +114,8 @@ def _check(args: argparse.Namespace) -> int:
         raise ValueError("give the audio to stream: --audio FILE [FILE ...] (at least 50 chunks' worth)")
     audio = np.zeros(0, np.float32) if speaks else np.concatenate(
         [read_audio(path, sample_rate=16000)[0] for path in args.audio])
-    results = check(args.directory, audio, args.tolerance)
+    voice = read_audio(args.voice, sample_rate=22050)[0] if args.voice else None
+    results = check(args.directory, audio, args.tolerance, voice=voice)
     rows = [[r.label, sum(r.calls.values()), f"{r.worst:.1e}", f"{r.bar:.1e}", "identical" if r.same_text else "DIFFERS",
              "pass" if r.passed else "FAIL"] for r in results]
     print(f"{args.directory}: " + ("a paragraph of text as one stream" if speaks

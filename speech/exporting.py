@@ -34,17 +34,19 @@ class Exportable:
     name: str
     steps: list[StepFunction]
     facts: dict[str, object]  # JSON-able: features, sample rate, decoding settings
-    tokenizer: tuple[str, bytes]  # (file name, contents)
+    tokenizer: tuple[str, bytes] | None  # (file name, contents); None for a model without text (VC)
     source: dict[str, object]  # how to load the torch model again (`speech export check`)
     model: object = None  # the torch model the steps run (FastConformer or CausalWhisper)
     config: object = None  # its streaming settings where it has them (Whisper's StreamConfig)
 
     def metadata(self) -> dict[str, str]:
         """What each file carries besides its step: the model, its facts and its tokenizer (base64)."""
-        name, data = self.tokenizer
-        return {"speech.model": self.name, "speech.version": version("speech-stream"),
-                "speech.facts": json.dumps(self.facts), "speech.tokenizer_file": name,
-                "speech.tokenizer": base64.b64encode(data).decode()}
+        data = {"speech.model": self.name, "speech.version": version("speech-stream"),
+                "speech.facts": json.dumps(self.facts)}
+        if self.tokenizer is not None:
+            name, contents = self.tokenizer
+            data |= {"speech.tokenizer_file": name, "speech.tokenizer": base64.b64encode(contents).decode()}
+        return data
 
 
 def load_exportable(source: dict[str, object]) -> Exportable:
@@ -52,6 +54,8 @@ def load_exportable(source: dict[str, object]) -> Exportable:
     "whisper-causal", "whisper": base, "chunk_ms": 300, "adapter": "shipped" | directory | None}``."""
     if source["model"] == "tts":
         return tts_exportable(source)
+    if source["model"] == "vc":
+        return vc_exportable(source)
     if source["model"] == "whisper-causal":
         from asr.whisper.streaming import StreamConfig
 
@@ -115,6 +119,31 @@ def tts_exportable(source: dict[str, object]) -> Exportable:
                                           if k in source}}, model, settings)
 
 
+def vc_exportable(source: dict[str, object]) -> Exportable:
+    """The VC steps of ``{"model": "vc", "path": directory or None, "vocoder", "steps", "chunk"}``: the voice
+    step (reference encoder, once per session), then the live content, VC and vocoder steps."""
+    from asr.whisper.features import MEL, SAMPLE_RATE
+    from vc.flow_step import VoiceStep
+
+    from .vc_models import load_converter
+
+    converter = load_converter(source.get("path"), source.get("vocoder"), steps=int(source.get("steps", 1)),
+                               chunk=source.get("chunk"))
+    cfg, vocoder = converter.model.cfg, converter.vocoder.cfg
+    facts = {"family": "vc", "input_sample_rate": SAMPLE_RATE, "content_features": asdict(MEL),
+             "content_feature_floor": "running maximum - 8 (log10), then (x + 4) / 4",
+             "sample_rate": vocoder.sample_rate, "hop_length": vocoder.hop_length, "reference_mel": {
+                 "what": "HiFi-GAN's mel: reflect-pad (n_fft - hop) / 2 each side, STFT without centring, magnitude, "
+                         "Slaney filters, natural log clamped at 1e-5",
+                 **{k: getattr(vocoder, k) for k in ("n_mels", "sample_rate", "hop_length", "n_fft", "fmin", "fmax")}},
+             "reference_frames": cfg.max_reference_frames, "settings": asdict(converter.settings),
+             "mel_frame_reads_content_frame": "floor((256 m + 128) * 50 / 22050): the one under the mel frame's centre",
+             "vocoder_output_delay": converter.steps["vocoder"].output_delay}
+    return Exportable("vc", [VoiceStep(converter.model), *converter.steps.values()], facts, None,
+                      {"model": "vc", **{k: source[k] for k in ("path", "vocoder", "steps", "chunk") if k in source}},
+                      converter, converter.settings)
+
+
 def export_model(model: Exportable, directory: str | Path, precision: str = "fp32", opset: int = DEFAULT_OPSET,
                  log=print) -> Path:
     """Every step of ``model`` into ``directory`` at ``precision``; returns the manifest's path."""
@@ -131,8 +160,10 @@ def export_model(model: Exportable, directory: str | Path, precision: str = "fp3
                         "checks": {"ok": report.ok, "problems": report.problems,
                                    "non_tensorrt_ops": report.non_tensorrt_ops}})
         log(f"{path}: {path.stat().st_size / 2**20:.1f} MiB, checks {'ok' if report.ok else report.problems}")
-    name, data = model.tokenizer
-    (directory / name).write_bytes(data)
+    name = None
+    if model.tokenizer is not None:
+        name, data = model.tokenizer
+        (directory / name).write_bytes(data)
     manifest = {"format": "speech-onnx/1", "model": model.name, "version": version("speech-stream"),
                 "precision": precision, "opset": opset, "tokenizer": name, "source": model.source,
                 "facts": model.facts, "steps": entries}

@@ -63,7 +63,7 @@ def parse_control(text: str) -> dict[str, Any]:
         raise ProtocolError("bad_json", f"text frames must be JSON control messages: {error}") from None
     if not isinstance(message, dict) or not isinstance(message.get("type"), str):
         raise ProtocolError("bad_message", 'a control message is a JSON object with a string "type", '
-                            'one of start, text, end, cancel, ping')
+                            'one of start, text, reference_end, end, cancel, ping')
     return message
 
 
@@ -101,8 +101,8 @@ def parse_start(message: dict[str, Any]) -> StartRequest:
             raise ProtocolError("bad_parameter", f"{name} must be a number of milliseconds >= 0, got {value!r}")
         options[name] = float(value)
     voice = message.get("voice")
-    if voice is not None and (task != "tts" or not isinstance(voice, str)):
-        raise ProtocolError("bad_parameter", f"voice is a string, for task tts only; got {voice!r} for {task}")
+    if voice is not None and (task not in ("tts", "vc") or not isinstance(voice, str)):
+        raise ProtocolError("bad_parameter", f"voice is a string, for tasks tts and vc only; got {voice!r} for {task}")
     return StartRequest(task, model, rate, encoding, partials, options, voice)
 
 

@@ -30,13 +30,11 @@ from websockets.http11 import Request, Response
 
 from streaming.scheduler import StreamFailed
 
-from .asr_session import AsrSession
 from .keepalive import keep_alive
 from .logs import log_event
 from .protocol import ProtocolError, decode_audio, error_message, parse_control, parse_start, parse_text
 from .server_config import ServerConfig
-from .service import SpeechService
-from .tts_session import TtsSession
+from .service import Session, SpeechService
 
 log = logging.getLogger("speech.serve")
 WEB = Path(__file__).parent / "web"
@@ -187,7 +185,7 @@ class _Connection:
         self.server, self.ws = server, ws
         self.service, self.config = server.service, server.config
         self.queue: asyncio.Queue = asyncio.Queue(maxsize=self.config.queue_frames)
-        self.session: AsrSession | TtsSession | None = None
+        self.session: Session | None = None
         # Frames are tagged with the reader's epoch, which a start, end or cancel ends; a cancel marks its
         # epoch at once, so the audio queued before it is dropped unheard (the interrupt does not wait).
         self.epoch = 0
@@ -283,9 +281,8 @@ class _Connection:
         if self.session is None:
             raise ProtocolError("no_session", "audio arrived before a session was started: send "
                                 '{"type": "start", ...} first and wait for "ready"')
-        if self.session.task != "asr":
-            raise ProtocolError("bad_message", f"a {self.session.task} session takes text, not audio: send "
-                                '{"type": "text", "text": "..."}')
+        if self.session.task == "tts":
+            raise ProtocolError("bad_message", 'a tts session takes text, not audio: send {"type": "text", "text": "..."}')
         samples = decode_audio(data, self.session.request.encoding)
         for message in await self.session.audio(samples, arrived):
             await self._send(message)
@@ -307,6 +304,11 @@ class _Connection:
                 raise ProtocolError("bad_message", f"text goes to a tts session; this one is {session.task}")
             if epoch not in self.cancelled:  # text queued before an interrupt is not spoken
                 session.text(parse_text(message), self._send)
+        elif kind == "reference_end":
+            session = self._require_session("reference_end")
+            if session.task != "vc":
+                raise ProtocolError("bad_message", f"reference_end ends a vc session's reference; this one is {session.task}")
+            await self._send(session.reference_end())
         elif kind == "end":
             session = self._require_session("end")
             started = asyncio.get_running_loop().time()
@@ -330,8 +332,8 @@ class _Connection:
         elif kind == "ping":
             await self._send({"type": "pong"})
         else:
-            raise ProtocolError("bad_message", f"unknown message type {kind!r}; accepted: start, text, end, cancel, "
-                                "ping")
+            raise ProtocolError("bad_message", f"unknown message type {kind!r}; accepted: start, text, reference_end, "
+                                "end, cancel, ping")
 
     def _in_session(self, text: str) -> dict[str, Any]:
         """Inside a session a text frame that is not a control message means its audio is corrupt: fatal."""
@@ -340,7 +342,7 @@ class _Connection:
         except ProtocolError as error:
             raise ProtocolError(error.code, f"{error.message} (audio goes in binary frames)", fatal=True) from None
 
-    def _require_session(self, what: str) -> AsrSession | TtsSession:
+    def _require_session(self, what: str) -> Session:
         if self.session is None:
             raise ProtocolError("no_session", f"{what} without an open session")
         return self.session

@@ -18,10 +18,12 @@ from .metrics import ServiceMetrics
 from .protocol import TASKS, ProtocolError, StartRequest
 from .server_config import ServerConfig
 from .tts_session import TtsSession
+from .vc_session import VcSession
 
 log = logging.getLogger("speech.serve")
-COMING = {"vc": 9, "duplex": 8}  # tasks the protocol defines whose models land with these issues
-SESSIONS = {"asr": AsrSession, "tts": TtsSession}
+Session = AsrSession | TtsSession | VcSession
+COMING = {"duplex": 8}  # tasks the protocol defines whose models land with these issues
+SESSIONS = {"asr": AsrSession, "tts": TtsSession, "vc": VcSession}
 
 
 class SpeechService:
@@ -34,7 +36,7 @@ class SpeechService:
         self.engines: dict[str, AsrEngine] = {}
         self.unavailable: dict[str, str] = {}
         self.metrics = ServiceMetrics(lambda: self.scheduler.lanes)
-        self.sessions: dict[str, AsrSession | TtsSession] = {}
+        self.sessions: dict[str, Session] = {}
         self.draining = False
         self.loaded = False
 
@@ -96,7 +98,7 @@ class SpeechService:
         return True, "ready"
 
     # ---- sessions ------------------------------------------------------------------------------------
-    def open_session(self, request: StartRequest) -> AsrSession | TtsSession:
+    def open_session(self, request: StartRequest) -> Session:
         """A session for a ``start``, or a :class:`ProtocolError` that says why not."""
         if self.draining:
             raise ProtocolError("shutting_down", "the server is shutting down; connect again to another instance")
@@ -123,7 +125,7 @@ class SpeechService:
         self.metrics.sessions.labels(request.task, name).inc()
         return session
 
-    def close_session(self, session: AsrSession | TtsSession, outcome: str, *, cancel: bool = False) -> None:
+    def close_session(self, session: Session, outcome: str, *, cancel: bool = False) -> None:
         """Forget a session (after ``done``, a cancel, an error or a disconnect); ``cancel`` frees its slots."""
         if self.sessions.pop(session.id, None) is None:
             return

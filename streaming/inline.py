@@ -44,12 +44,18 @@ async def drive_async(host: Requests[Result], run: Callable[[str, Tensors], Awai
 
 class InlineSteps:
     """One stream's steps run where they are called, on ``backend``, with the state handling of the slot pool
-    (a :class:`RowUpdate` writes its rows in place); ``steps`` maps lane names to step functions."""
+    (a :class:`RowUpdate` writes its rows in place); ``steps`` maps lane names to step functions and
+    ``start_from`` (by lane, optional) gives states to start from, as ``ChunkScheduler.open_stream`` takes them."""
 
-    def __init__(self, steps: Mapping[str, StepFunction], backend: Backend) -> None:
+    def __init__(self, steps: Mapping[str, StepFunction], backend: Backend,
+                 start_from: Mapping[str, Tensors] | None = None) -> None:
         self.backend = backend
         self.steps = {lane: backend.prepare(step) for lane, step in steps.items()}
         self.states = {lane: initial_states(backend, step, 1) for lane, step in self.steps.items()}
+        for lane, given in (start_from or {}).items():
+            for name, value in given.items():
+                state = self.states[lane][name]
+                self.states[lane][name] = value[None].to(state.device, state.dtype)
 
     def __call__(self, lane: str, inputs: Tensors) -> Tensors:
         state = self.states[lane]

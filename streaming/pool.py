@@ -51,6 +51,7 @@ class SlotPool:
         self._free = list(range(max_streams - 1, -1, -1))
         self._used: set[int] = set()
         self._stale: set[int] = set()
+        self._initial: dict[int, Tensors] = {}  # slots opened with a given state (written at the reset)
         self._stale_lock = threading.Lock()
 
     @property
@@ -69,37 +70,54 @@ class SlotPool:
     def free(self) -> int:
         return len(self._free)
 
-    def open(self) -> int:
-        """Take a slot; it holds the initial state when a batch first gathers it."""
+    def open(self, initial: Tensors | None = None) -> int:
+        """Take a slot; it holds the initial state when a batch first gathers it: the specs' ``init``, or for
+        the states named in ``initial`` (one stream's rows, no batch axis) those values (a VC voice's
+        prompt)."""
+        if initial:
+            self._check_initial(initial)
         if not self._free:
             raise PoolFull(
                 f"{self.name}: all {self.max_streams} stream slots are in use "
                 f"({self.bytes_per_stream} bytes each); close a stream or raise max_streams"
             )
         slot = self._free.pop()
-        self._mark_stale(slot)
+        with self._stale_lock:
+            self._stale.add(slot)
+            if initial:
+                self._initial[slot] = dict(initial)  # taken over, not copied: read at the reset
         self._used.add(slot)
         return slot
+
+    def _check_initial(self, initial: Tensors) -> None:
+        specs = {s.name: s for s in self.specs}
+        for name, value in initial.items():
+            if name not in specs:
+                raise ValueError(f"{self.name}: no state {name!r} to start from; states: {sorted(specs)}")
+            if tuple(value.shape) != tuple(specs[name].shape):
+                raise ValueError(f"{self.name}: a starting value of state {name!r} has shape {list(value.shape)}, "
+                                 f"expected one stream's {list(specs[name].shape)}")
 
     def close(self, slot: int) -> None:
         """Give a slot back; it is wiped at the next gather so that nothing of the stream survives it."""
         if slot not in self._used:
             raise KeyError(f"{self.name}: slot {slot} is not open")
         self._used.remove(slot)
-        self._mark_stale(slot)
-        self._free.append(slot)
-
-    def _mark_stale(self, slot: int) -> None:
         with self._stale_lock:
             self._stale.add(slot)
+            self._initial.pop(slot, None)
+        self._free.append(slot)
 
     def reset_stale(self) -> None:
         """Reset every slot opened or closed since the last call (runs on the step thread)."""
         with self._stale_lock:
             stale, self._stale = self._stale, set()
+            initial = {slot: self._initial.pop(slot) for slot in stale if slot in self._initial}
         for slot in stale:
             for spec in self.specs:
                 self.tensors[spec.name][slot].fill_(spec.init)
+            for name, value in initial.get(slot, {}).items():
+                self.tensors[name][slot].copy_(value)
 
     def index(self, slots: Sequence[int]) -> Tensor | slice:
         """What ``gather`` and ``scatter`` take: a slice when the slots are consecutive (the common case

@@ -150,8 +150,8 @@ class Lane:
         return len(self._members)
 
     # membership -------------------------------------------------------------------------------------
-    def join(self, stream: Stream) -> _Member:
-        member = _Member(stream, self.pool.open())
+    def join(self, stream: Stream, initial: Tensors | None = None) -> _Member:
+        member = _Member(stream, self.pool.open(initial))
         self._members.add(member)
         return member
 
@@ -350,11 +350,11 @@ class Stream:
         self.state = "open"
         self.error: BaseException | None = None
 
-    def _join(self) -> None:
+    def _join(self, initial: Mapping[str, Tensors]) -> None:
         try:
             for lane, _ in self._stages:
-                self._members.append(lane.join(self))
-        except PoolFull:
+                self._members.append(lane.join(self, initial.get(lane.name)))
+        except (PoolFull, ValueError):
             self._leave_lanes()
             raise
 
@@ -559,8 +559,11 @@ class ChunkScheduler:
     async def __aexit__(self, *exc) -> None:
         await self.stop()
 
-    def open_stream(self, target: str, *, max_pending: int = 4, budget_ms: float | None = None) -> Stream:
-        """A new stream on a pipeline or a lane; raises :class:`PoolFull` when any of its lanes is full."""
+    def open_stream(self, target: str, *, max_pending: int = 4, budget_ms: float | None = None,
+                    initial_states: Mapping[str, Tensors] | None = None) -> Stream:
+        """A new stream on a pipeline or a lane; raises :class:`PoolFull` when any of its lanes is full.
+        ``initial_states``: by lane name, states the stream starts from instead of the specs' ``init`` (one
+        stream's rows; e.g. a voice prompt that a VC session's decoder attends to throughout)."""
         if not self._running:
             raise RuntimeError("the scheduler is not running: use 'async with ChunkScheduler(...)' or start()")
         if target in self.pipelines:
@@ -576,7 +579,11 @@ class ChunkScheduler:
             budget_s=None if budget_ms is None else budget_ms / 1000.0,
             on_finish=self._streams.discard,
         )
-        stream._join()
+        initial_states = initial_states or {}
+        unknown = sorted(set(initial_states) - {s.lane for s in stages})
+        if unknown:
+            raise ValueError(f"initial states for lanes {unknown}, which {target!r} does not run")
+        stream._join(initial_states)
         self._streams.add(stream)
         return stream
 
@@ -588,13 +595,17 @@ class ChunkScheduler:
 class LaneStreams:
     """One session's streams on several lanes, for host logic that asks for steps by name
     (``streaming.inline``): opened together (if a lane is full, the ones already open are cancelled),
-    driven, closed and cancelled together. ``lanes`` maps the names the host logic uses to lane names."""
+    driven, closed and cancelled together. ``lanes`` maps the names the host logic uses to lane names;
+    ``initial_states`` (by those names) what some of them start from."""
 
-    def __init__(self, scheduler: ChunkScheduler, lanes: Mapping[str, str]) -> None:
+    def __init__(self, scheduler: ChunkScheduler, lanes: Mapping[str, str],
+                 initial_states: Mapping[str, Tensors] | None = None) -> None:
         self.streams: dict[str, Stream] = {}
+        initial_states = initial_states or {}
         try:
             for name, lane in lanes.items():
-                self.streams[name] = scheduler.open_stream(lane)
+                start = {lane: initial_states[name]} if name in initial_states else None
+                self.streams[name] = scheduler.open_stream(lane, initial_states=start)
         except Exception:
             self.cancel()
             raise

@@ -56,18 +56,29 @@ class Browser:
             self.process.kill()
         self.profile.cleanup()
 
-    async def evaluate(self, expression: str):
-        """The value of a JavaScript expression in the page (promises awaited)."""
+    async def call(self, method: str, **params) -> dict:
+        """One DevTools protocol command's result."""
         call = next(self.ids)
-        await self.ws.send(json.dumps({"id": call, "method": "Runtime.evaluate", "params": {
-            "expression": expression, "awaitPromise": True, "returnByValue": True}}))
+        await self.ws.send(json.dumps({"id": call, "method": method, "params": params}))
         while True:
             reply = json.loads(await self.ws.recv())
             if reply.get("id") == call:
-                result = reply["result"]
-                if "exceptionDetails" in result:
-                    raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
-                return result["result"].get("value")
+                if "error" in reply:
+                    raise RuntimeError(f"{method}: {reply['error']}")
+                return reply["result"]
+
+    async def evaluate(self, expression: str):
+        """The value of a JavaScript expression in the page (promises awaited)."""
+        result = await self.call("Runtime.evaluate", expression=expression, awaitPromise=True, returnByValue=True)
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"{expression}: {result['exceptionDetails']}")
+        return result["result"].get("value")
+
+    async def choose_file(self, selector: str, path: str | Path) -> None:
+        """What a user picking ``path`` in the file input at ``selector`` does."""
+        root = (await self.call("DOM.getDocument"))["root"]["nodeId"]
+        node = (await self.call("DOM.querySelector", nodeId=root, selector=selector))["nodeId"]
+        await self.call("DOM.setFileInputFiles", nodeId=node, files=[str(path)])
 
     async def wait_for(self, expression: str, timeout: float = 30.0):
         """Polls ``expression`` until it is true (errors count as false: the page may still be loading)."""

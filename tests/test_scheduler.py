@@ -447,3 +447,44 @@ def test_a_lane_can_have_its_own_step_thread_beside_inline_lanes():
     offline = second.offline(first.offline(torch.cat(chunks)[None]))[0]
     for outputs in results:
         torch.testing.assert_close(torch.cat(outputs), offline, atol=1e-4, rtol=0)  # DESIGN.md parity bound; float order differs by CPU
+
+
+def test_a_stream_can_start_from_a_given_state_and_its_slot_is_fresh_again_after():
+    """A stream opened with ``initial_states`` continues exactly where a stream holding that state would (what
+    a VC session's voice prompt needs); other streams, and the slot's next user, start from ``init``."""
+    from streaming.inline import InlineSteps
+
+    step = ReferenceStep(channels=CHANNELS, layers=3)
+    chunks = make_chunks(11, 10)
+    inline = InlineSteps({"lane": step}, TorchBackend())
+    head = [inline("lane", {"x": c})["y"] for c in chunks[:4]]
+    resumed_from = {name: value[0].clone() for name, value in inline.states["lane"].items()}
+    tail_inline = [inline("lane", {"x": c})["y"] for c in chunks[4:]]
+
+    restarted = InlineSteps({"lane": step}, TorchBackend(), start_from={"lane": resumed_from})
+    for got, want in zip([restarted("lane", {"x": c})["y"] for c in chunks[4:]], tail_inline):
+        assert torch.equal(got, want)
+
+    async def main():
+        async with ChunkScheduler(TorchBackend()) as scheduler:
+            lane = scheduler.add_lane("lane", step, max_batch=4, max_streams=2)
+            with pytest.raises(ValueError, match="no state 'nope'"):
+                scheduler.open_stream("lane", initial_states={"lane": {"nope": torch.zeros(1)}})
+            name, value = next(iter(resumed_from.items()))
+            with pytest.raises(ValueError, match="expected one stream's"):
+                scheduler.open_stream("lane", initial_states={"lane": {name: value[None]}})
+            assert lane.pool.in_use == 0, "a refused start must not keep a slot"
+            resumed = scheduler.open_stream("lane", initial_states={"lane": resumed_from})
+            fresh = scheduler.open_stream("lane")
+            tail = [(await resumed.process({"x": c}))["y"].clone() for c in chunks[4:]]
+            again = [(await fresh.process({"x": c}))["y"].clone() for c in chunks[:4]]
+            await resumed.close()
+            reused = scheduler.open_stream("lane")  # the resumed stream's slot, wiped
+            first = [(await reused.process({"x": c}))["y"].clone() for c in chunks[:4]]
+            return tail, again, first
+
+    tail, again, first = asyncio.run(main())
+    for got, want in zip(tail, tail_inline):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+    for got, want in zip(again + first, head + head):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=0)

@@ -347,8 +347,8 @@ def test_token_authentication_health_metrics_and_models():
         status, models = await asyncio.to_thread(_http, server.url + "v1/models")
         described = json.loads(models)
         assert described["models"][0]["lookaheads_ms"] == [0.0, 80.0, 480.0, 1040.0]
-        assert described["tasks"]["vc"].startswith("arrives with issue")
-        assert described["tasks"]["tts"] == "no model for it is loaded here"  # this server: FastConformer only
+        assert described["tasks"]["duplex"].startswith("arrives with issue")
+        assert described["tasks"]["tts"] == described["tasks"]["vc"] == "no model for it is loaded here"  # ASR only
         status, page = await asyncio.to_thread(_http, server.url)
         assert status == 200 and b"<html" in page.lower()
         status, text = await asyncio.to_thread(_http, server.url + "metrics")

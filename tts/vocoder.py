@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from streaming.contract import ChunkGeometry, StateSpec, StepFunction, StepSignature, Tensors, TensorSpec
+from streaming.inline import Requests
 
 from .hifigan import LRELU_SLOPE, HifiGan
 
@@ -193,6 +194,16 @@ class VocoderFeed:
         dropped = min(self.to_drop, audio.shape[0])
         self.to_drop -= dropped
         return audio[dropped:].cpu().numpy()
+
+
+def vocoder_requests(feed: VocoderFeed, chunks: list[tuple[Tensor, int]]) -> Requests[list[np.ndarray]]:
+    """Host logic (``streaming.inline``) of a feed's step chunks: asks for ``"vocoder"`` steps, returns the
+    audio pieces they make final."""
+    pieces = []
+    for mel, frames in chunks:
+        made = yield "vocoder", {"mel": mel, "valid": torch.tensor(frames)}
+        pieces.append(feed.consume(made["audio"], int(made["samples"])))
+    return pieces
 
 
 class StreamingVocoder:

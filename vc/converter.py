@@ -12,6 +12,7 @@ at 22.05 kHz; the last frames read the last content frame (they may sit a few ms
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -19,12 +20,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from asr.whisper.features import StreamingFeatures, causal_features
-from streaming.backend import Backend
-from streaming.contract import StepFunction
-from streaming.inline import advance
+from streaming.backend import Backend, TorchBackend
+from streaming.contract import StepFunction, Tensors
+from streaming.inline import InlineSteps, Requests, drive
 from tts.flow_step import SolverSettings
 from tts.hifigan import HifiGan, hifigan_mel
-from tts.vocoder import StreamingVocoder, VocoderStep, vocode_offline
+from tts.vocoder import VocoderFeed, VocoderStep, vocode_offline, vocoder_requests
 
 from .content import MEL_HOP, MEL_RATE, ContentEncoder, ContentStep, content_index, mel_frames_readable
 from .flow_step import VCStep, convert_offline
@@ -50,8 +51,11 @@ class Converter:
     settings: SolverSettings
     backend: Backend | None = None
 
-    def runner(self, step: StepFunction) -> StepFunction:
-        return self.backend.prepare(step) if self.backend is not None else step
+    @cached_property
+    def steps(self) -> dict[str, StepFunction]:
+        """The step functions of a live conversion, by the names its host logic asks for them."""
+        return {"content": ContentStep(self.content), "vc": VCStep(self.model, self.settings),
+                "vocoder": VocoderStep(self.vocoder)}
 
     @torch.no_grad()
     def voice(self, reference: np.ndarray) -> dict[str, Tensor]:
@@ -59,9 +63,13 @@ class Converter:
         if len(reference) < MIN_REFERENCE_S * MEL_RATE:
             raise ValueError(f"the reference is {len(reference) / MEL_RATE:.2f} s long; at least {MIN_REFERENCE_S:g} s "
                              "is needed (3-10 s of the target speaker's clean speech works best)")
-        mel = hifigan_mel(torch.from_numpy(np.asarray(reference, np.float32))[None])
-        mel = mel[..., : self.model.cfg.max_reference_frames]
-        return self.model.voice(mel, torch.tensor([mel.shape[-1]]))
+        mel = self.reference_mel(reference)
+        return self.model.voice(mel[None], torch.tensor([mel.shape[-1]]))
+
+    def reference_mel(self, reference: np.ndarray) -> Tensor:
+        """The part of a 22.05 kHz reference a voice reads, as natural-log mel ``[n_mels, R]``."""
+        mel = hifigan_mel(torch.from_numpy(np.asarray(reference, np.float32))[None])[0]
+        return mel[..., : self.model.cfg.max_reference_frames]
 
     @torch.no_grad()
     def content_at_mel_rate(self, source: np.ndarray) -> Tensor:
@@ -85,57 +93,51 @@ class Converter:
         return ConversionStream(self, voice, vocoder_chunk or self.settings.chunk)
 
 
-class ConversionStream:
-    """One live conversion: ``process`` 16 kHz pieces, ``finish`` at the end; each returns the 22.05 kHz audio
-    that is final now. The concatenation equals :meth:`Converter.convert_offline`."""
+class ConversionFeed:
+    """One stream's host side of a conversion, wherever its steps run (inline, or on scheduler lanes): features
+    to content frames, content frames to VC chunks at mel rate, mel to vocoder chunks. ``requests`` is host
+    logic (``streaming.inline``) asking for ``"content"``, ``"vc"`` and ``"vocoder"`` steps. ``fixed_end``: the
+    last vocoder steps are whole chunks (a lane batches equal shapes) rather than just the frames left."""
 
-    def __init__(self, converter: Converter, voice: dict[str, Tensor], vocoder_chunk: int) -> None:
-        self.converter = converter
+    def __init__(self, converter: Converter, vocoder_chunk: int, fixed_end: bool) -> None:
+        self.chunk, self.fixed_end = converter.settings.chunk, fixed_end
         self.features = StreamingFeatures()
-        self.content_step = converter.runner(ContentStep(converter.content))
-        self.vc_step = converter.runner(VCStep(converter.model, converter.settings))
-        self.content_state = self.content_step.initial_state(1)
-        self.vc_state = self.vc_step.initial_state(1)
-        self.vc_state.update(VCStep.voice_state(voice))
-        vocoder_step = VocoderStep(converter.vocoder)
-        self.vocoder = StreamingVocoder(vocoder_step, chunk=vocoder_chunk, runner=converter.runner(vocoder_step))
+        self.audio = VocoderFeed(converter.steps["vocoder"], vocoder_chunk)
         self.pending_features = torch.zeros(converter.content.stack.hf.conv1.in_channels, 0)
         self.content = torch.zeros(converter.content.dim, 0)
         self.content_offset = 0  # the absolute index of self.content's first column
         self.mel_done = 0
         self.samples = 0
 
-    @torch.no_grad()
-    def process(self, audio: np.ndarray) -> np.ndarray:
-        audio = np.asarray(audio, np.float32)
-        self.samples += len(audio)
-        self._add_features(self.features.process(torch.from_numpy(audio)))
-        return self._convert(final=False)
-
-    @torch.no_grad()
-    def finish(self) -> np.ndarray:
-        self._add_features(self.features.flush())
-        out = self._convert(final=True)
-        return np.concatenate([out, self.vocoder.finish()])
+    def requests(self, audio: np.ndarray | None) -> Requests[np.ndarray]:
+        """16 kHz ``audio`` as it arrives, or None at the end -> the 22.05 kHz audio final now."""
+        if audio is None:
+            frames = self.features.flush()
+        else:
+            audio = np.asarray(audio, np.float32)
+            self.samples += len(audio)
+            frames = self.features.process(torch.from_numpy(audio))
+        yield from self._content(frames)
+        pieces = yield from self._convert(final=audio is None)
+        if audio is None:
+            pieces += yield from vocoder_requests(self.audio, self.audio.chunks_at_end(fixed=self.fixed_end))
+        return np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
 
     def held_bytes(self) -> int:
-        """What the stream holds between calls: step states and pending frames (flat over any length)."""
-        tensors = [*self.content_state.values(), *self.vc_state.values(), *self.vocoder.state.values(),
-                   self.vocoder.feed.pending, self.pending_features, self.content]
+        tensors = (self.audio.pending, self.pending_features, self.content)
         return sum(t.numel() * t.element_size() for t in tensors)
 
-    def _add_features(self, frames: Tensor) -> None:
+    def _content(self, frames: Tensor) -> Requests[None]:
         self.pending_features = torch.cat([self.pending_features, frames], dim=-1)
         pairs = self.pending_features.shape[-1] // 2
         if not pairs:
             return
-        out, nxt = self.content_step.step({"mel": self.pending_features[None, :, : 2 * pairs]}, self.content_state)
-        advance(self.content_state, nxt)
+        out = yield "content", {"mel": self.pending_features[:, : 2 * pairs]}
         self.pending_features = self.pending_features[:, 2 * pairs :]
-        self.content = torch.cat([self.content, out["content"][0].T], dim=-1)
+        self.content = torch.cat([self.content, out["content"].T], dim=-1)
 
-    def _convert(self, final: bool) -> np.ndarray:
-        c = self.converter.settings.chunk
+    def _convert(self, final: bool) -> Requests[list[np.ndarray]]:
+        c = self.chunk
         available = self.content_offset + self.content.shape[-1]
         if final:
             end = mel_frames_for(self.samples)
@@ -146,12 +148,11 @@ class ConversionStream:
             frames = min(c, end - self.mel_done)
             which = content_index(torch.arange(self.mel_done, self.mel_done + frames)).clamp(max=available - 1)
             content = F.pad(self.content[:, which - self.content_offset], (0, c - frames))
-            out, nxt = self.vc_step.step({"content": content[None], "valid": torch.tensor([frames])}, self.vc_state)
-            advance(self.vc_state, nxt)
+            out = yield "vc", {"content": content, "valid": torch.tensor(frames)}
             self.mel_done += frames
-            pieces.append(self.vocoder.push(out["mel"][0, :, :frames]))
+            pieces += yield from vocoder_requests(self.audio, self.audio.chunks_for(out["mel"][:, :frames]))
             self._forget_content()
-        return np.concatenate(pieces) if pieces else np.zeros(0, np.float32)
+        return pieces
 
     def _forget_content(self) -> None:
         """Drop content frames no future mel frame reads (memory stays bounded in a long session)."""
@@ -160,3 +161,31 @@ class ConversionStream:
         if drop > 0:
             self.content = self.content[:, drop:]
             self.content_offset += drop
+
+
+class ConversionStream:
+    """One live conversion run inline: ``process`` 16 kHz pieces, ``finish`` at the end; each returns the
+    22.05 kHz audio that is final now. The concatenation equals :meth:`Converter.convert_offline`."""
+
+    def __init__(self, converter: Converter, voice: dict[str, Tensor], vocoder_chunk: int) -> None:
+        self.feed = ConversionFeed(converter, vocoder_chunk, fixed_end=False)
+        self.steps = InlineSteps(converter.steps, converter.backend or TorchBackend(),
+                                 start_from={"vc": voice_rows(voice)})
+
+    @torch.no_grad()
+    def process(self, audio: np.ndarray) -> np.ndarray:
+        return drive(self.feed.requests(audio), self.steps)
+
+    @torch.no_grad()
+    def finish(self) -> np.ndarray:
+        return drive(self.feed.requests(None), self.steps)
+
+    def held_bytes(self) -> int:
+        """What the stream holds between calls: step states and pending frames (flat over any length)."""
+        states = [t for lane in self.steps.states.values() for t in lane.values()]
+        return sum(t.numel() * t.element_size() for t in states) + self.feed.held_bytes()
+
+
+def voice_rows(voice: dict[str, Tensor]) -> Tensors:
+    """A voice (:meth:`Converter.voice`, one row) as the VC step's starting states for one stream."""
+    return {name: value[0] for name, value in VCStep.voice_state(voice).items()}

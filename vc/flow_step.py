@@ -47,6 +47,40 @@ def convert_offline(model: VCModel, content: Tensor, voice: Tensors, settings: S
     return model.denormalise(integrate(settings, velocity, x))
 
 
+class VoiceStep(StepFunction):
+    """The reference encoder as a step without state (exported beside the streaming steps, so that a runtime
+    without torch can make voices): ``reference [n_mels, max_reference_frames]``, natural-log mel (HiFi-GAN's)
+    zero-padded past ``frames`` -> the VC step's voice states (:data:`VOICE_STATES`) for one session."""
+
+    name = "vc_voice"
+
+    def __init__(self, model: VCModel) -> None:
+        super().__init__()
+        self.model = model.eval()
+
+    @property
+    def signature(self) -> StepSignature:
+        cfg = self.model.cfg
+        return StepSignature(
+            inputs=(TensorSpec("reference", (cfg.n_mels, cfg.max_reference_frames)),
+                    TensorSpec("frames", (), torch.int64)),
+            outputs=(TensorSpec("sink_keys", (cfg.blocks, cfg.dim, cfg.prompt_tokens)),
+                     TensorSpec("sink_values", (cfg.blocks, cfg.dim, cfg.prompt_tokens)),
+                     TensorSpec("prompt_count", (), torch.int64), TensorSpec("voice", (cfg.cond_dim,))),
+            states=(),
+            geometry=ChunkGeometry(hop=cfg.max_reference_frames, frames_out=1),
+            extra={"reference_frames": cfg.max_reference_frames},
+        )
+
+    @staticmethod
+    def padded(mel: Tensor, frames: int) -> Tensor:
+        """A reference mel ``[n_mels, R]`` (R <= ``frames``) as the step's input."""
+        return torch.nn.functional.pad(mel, (0, frames - mel.shape[-1]))
+
+    def step(self, inputs: Tensors, state: Tensors) -> tuple[Tensors, Tensors]:
+        return self.model.voice(inputs["reference"], inputs["frames"]), {}
+
+
 class VCStep(StepFunction):
     """``content [content_dim, C]`` (at mel rate) and ``valid`` (real frames; fewer than ``C`` ends the stream)
     -> ``mel [n_mels, C]`` (natural log, as the vocoder takes it)."""
