@@ -91,6 +91,18 @@ class SpeechClient:
         self.encoding = encoding
         return reply
 
+    async def send_reference(self, reference: np.ndarray, sample_rate: int, frame_s: float = 0.25) -> dict[str, Any]:
+        """A VC session's reference recording (at the session's rate), then ``reference_end``; returns the
+        server's ``voice_ready`` (raises :class:`ServerError` if the reference is refused)."""
+        frame = max(1, round(frame_s * sample_rate))
+        for at in range(0, len(reference), frame):
+            await self.send_audio(reference[at : at + frame])
+        await self.send({"type": "reference_end"})
+        reply = await self.receive()
+        if reply["type"] == "error":
+            raise ServerError(reply["code"], reply["message"])
+        return reply
+
     async def send_audio(self, samples: np.ndarray) -> None:
         await self.ws.send(encode_audio(samples, self.encoding))
         self.traffic += 1

@@ -1,5 +1,6 @@
 """`speech mic`: live captions from a microphone, recognised in-process (the same sessions and shared scheduler
-as the server) or by a running server (``--server ws://HOST:PORT``).
+as the server) or by a running server (``--server ws://HOST:PORT``); with ``--say`` typed text spoken, with
+``--vc`` the microphone converted into another voice, each in-process or as a session of the server.
 
 The sound card is read with ``sounddevice`` (PortAudio) in blocks; its callback thread hands each block to
 the event loop, which runs the session. Captions: finals as lines with their time span, partials rewritten in
@@ -13,6 +14,8 @@ import json
 import os
 import signal
 import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
@@ -42,16 +45,16 @@ def add_mic(subparsers) -> None:
     p.add_argument("--format", choices=["captions", "json"], default="captions",
                    help="captions: final lines (partials live on a terminal); json: every message as a JSON line")
     p.add_argument("--vc", action="store_true", help="live voice conversion: the microphone in the voice of --voice "
-                   "REF.wav, to the speakers (in-process)")
+                   "REF.wav, to the speakers (in-process, or as a VC session of --server)")
     p.add_argument("--say", action="store_true", help="type to speak: standard input, as it is typed or piped, "
                    "spoken through the sound card (in-process, or as a TTS session of --server)")
     p.add_argument("--voice", help="with --say: a TTS voice (default the model's first); with --vc: reference "
-                   "recording of the target voice")
-    p.add_argument("--vocoder", help="with --say (in-process) or --vc: a vocoder directory or 'universal' (default: "
+                   "recording of the target voice (with --server also the name of a server voice)")
+    p.add_argument("--vocoder", help="with --say or --vc, in-process: a vocoder directory or 'universal' (default: "
                    "the shipped causal student)")
     p.add_argument("--backend", choices=["torch", "onnx"], default="torch",
-                   help="with --say (in-process) or --vc: where the steps run (onnx: ONNX Runtime, ~2x faster on CPU)")
-    p.add_argument("--steps", type=int, default=1, help="with --vc: solver steps of the VC decoder (1)")
+                   help="with --say or --vc, in-process: where the steps run (onnx: ONNX Runtime, ~2x faster on CPU)")
+    p.add_argument("--steps", type=int, default=1, help="with --vc, in-process: solver steps of the VC decoder (1)")
     p.set_defaults(func=run)
 
 
@@ -124,40 +127,54 @@ def _say(args: argparse.Namespace) -> int:
 
 
 def _vc(args: argparse.Namespace) -> int:
-    """Live voice conversion in-process: microphone blocks (resampled to 16 kHz) through one conversion stream,
-    its audio to the speakers as it is made."""
+    """Live voice conversion: microphone blocks through one conversion stream, in-process (resampled to 16 kHz)
+    or as a VC session of ``--server``; its audio to the speakers as it is made."""
+    from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
     from .audio import AudioError, read_audio
+    from .client import ServerError
     from .say import Sink
     from .vc_models import load_converter
 
     try:
-        if args.server:
-            raise ValueError("--vc runs in-process; `speech serve` has no VC sessions yet")
         if not args.voice:
-            raise ValueError("--vc needs --voice REF.wav: 3-10 s of the target speaker")
+            raise ValueError("--vc needs --voice REF.wav: 3-10 s of the target speaker (with --server also the "
+                             "name of a server voice)")
+        if args.server and (args.vocoder or args.backend != "torch" or args.steps != 1):
+            raise ValueError("--vocoder, --backend and --steps choose the in-process conversion; with --server the "
+                             "server's model converts")
         import sounddevice
 
         index, device = choose_device(sounddevice, args.device)
         rate = args.sample_rate or int(device["default_samplerate"])
-        converter = load_converter(args.model, args.vocoder, steps=args.steps,
-                                   backend=args.backend)
-        voice = converter.voice(read_audio(args.voice, sample_rate=22050)[0])
-        sink = Sink(None, play=True)
+        if args.server:
+            reference = read_audio(args.voice, sample_rate=rate)[0] if Path(args.voice).is_file() else None
+            convert, out_rate = _convert_remote(args, reference, rate), rate
+        else:
+            converter = load_converter(args.model, args.vocoder, steps=args.steps, backend=args.backend)
+            stream = converter.stream(converter.voice(read_audio(args.voice, sample_rate=22050)[0]))
+            convert, out_rate = _convert_in_process(stream, rate), 22050
+        sink = Sink(None, play=True, rate=out_rate)
     except (NoInputDevice, ValueError, FileNotFoundError, AudioError, OSError) as error:
         print(f"speech mic --vc: {error}", file=sys.stderr)
         return 2
     try:
-        return asyncio.run(_vc_live(args, sounddevice, index, rate, converter.stream(voice), sink))
+        return asyncio.run(_vc_live(args, sounddevice, index, rate, convert, sink))
+    except (ServerError, ConnectionClosed, InvalidHandshake) as error:
+        print(f"speech mic --vc: {error}", file=sys.stderr)
+        return 2
     finally:
         sink.close()
 
 
-async def _vc_live(args: argparse.Namespace, sd, device: int, rate: int, stream, sink) -> int:
-    from streaming.blocks.resample import StreamingResampler
+Play = Callable[[np.ndarray], None]
+Convert = Callable[[AsyncIterator[np.ndarray], Play], Awaitable[None]]
 
+
+async def _vc_live(args: argparse.Namespace, sd, device: int, rate: int, convert: Convert, sink) -> int:
+    """The microphone's blocks through ``convert``, what it makes to the speakers as it comes."""
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGINT, stop.set)
-    resampler = StreamingResampler(rate, 16000)
 
     def play(audio: np.ndarray) -> None:
         if len(audio):
@@ -166,13 +183,61 @@ async def _vc_live(args: argparse.Namespace, sd, device: int, rate: int, stream,
     with MicBlocks(sd, device, rate) as mic:
         print(f"speech mic --vc: converting {sd.query_devices(device)['name']} at {rate} Hz; Ctrl-C to stop",
               file=sys.stderr)
-        async for block in _blocks(mic, rate, args.seconds, stop):
-            play(stream.process(resampler.process(block)))
-        play(stream.process(resampler.process(np.zeros(0, np.float32), last=True)))
-        play(stream.finish())
+        await convert(_blocks(mic, rate, args.seconds, stop), play)
     if mic.dropped_s:
         print(f"speech mic --vc: conversion fell behind; {mic.dropped_s:.1f} s of audio were dropped", file=sys.stderr)
     return 0
+
+
+def _convert_in_process(stream, rate: int) -> Convert:
+    """One conversion stream (``vc.converter.ConversionStream``) fed blocks resampled to 16 kHz; plays 22.05 kHz."""
+    from streaming.blocks.resample import StreamingResampler
+
+    async def convert(blocks: AsyncIterator[np.ndarray], play: Play) -> None:
+        resampler = StreamingResampler(rate, 16000)
+        async for block in blocks:
+            play(stream.process(resampler.process(block)))
+        play(stream.process(resampler.process(np.zeros(0, np.float32), last=True)))
+        play(stream.finish())
+
+    return convert
+
+
+def _convert_remote(args: argparse.Namespace, reference: np.ndarray | None, rate: int) -> Convert:
+    """A VC session of ``--server`` at the microphone's rate: the reference recording first (or, where
+    ``--voice`` is no file, the server voice of that name), then the blocks; plays the frames that come back."""
+    from .client import ServerError, SpeechClient
+
+    async def convert(blocks: AsyncIterator[np.ndarray], play: Play) -> None:
+        token = args.token or os.environ.get("SPEECH_TOKEN")
+        async with await SpeechClient.connect(args.server, token=token) as client:
+            await client.start("vc", sample_rate=rate, model=args.model, encoding="f32le",
+                               voice=None if reference is not None else args.voice)
+            if reference is not None:
+                await client.send_reference(reference, rate)
+
+            async def receive() -> None:
+                while True:
+                    message = await client.receive()
+                    if message["type"] == "audio":
+                        play(np.frombuffer(message["data"], "<f4"))
+                    elif message["type"] == "error":
+                        raise ServerError(message["code"], message["message"])
+                    elif message["type"] == "done":
+                        return
+
+            receiver = asyncio.create_task(receive())
+            try:
+                async for block in blocks:
+                    if receiver.done():
+                        break
+                    await client.send_audio(block)
+                if not receiver.done():
+                    await client.send({"type": "end"})
+            finally:
+                await receiver  # its error (the server's own message) is the one to report
+
+    return convert
 
 
 async def _say_remote(args: argparse.Namespace, sink) -> int:

@@ -151,15 +151,15 @@ def _write(path: Path, audio: np.ndarray) -> None:
 class Sink:
     """Where audio goes as it is made: a WAV file written incrementally and/or the sound card."""
 
-    def __init__(self, out: str | None, play: bool) -> None:
+    def __init__(self, out: str | None, play: bool, rate: int = SAMPLE_RATE) -> None:
         import soundfile
 
-        self.file = soundfile.SoundFile(out, "w", SAMPLE_RATE, 1, subtype="PCM_16") if out else None
+        self.file = soundfile.SoundFile(out, "w", rate, 1, subtype="PCM_16") if out else None
         self.stream = None
         if play:
             import sounddevice
 
-            self.stream = sounddevice.OutputStream(samplerate=SAMPLE_RATE, channels=1, dtype="float32")
+            self.stream = sounddevice.OutputStream(samplerate=rate, channels=1, dtype="float32")
             self.stream.start()
 
     def write(self, audio: np.ndarray) -> None:

@@ -47,9 +47,11 @@ DEVICES = [{"name": "HDA Intel PCH: HDMI 0", "max_input_channels": 0, "default_s
 
 class FakeOutputStream:
     played: ClassVar[list[np.ndarray]] = []
+    rates: ClassVar[list[int]] = []  # of every stream opened
 
     def __init__(self, *, samplerate, channels, dtype) -> None:
-        assert (samplerate, channels, dtype) == (22050, 1, "float32")
+        assert (channels, dtype) == (1, "float32")
+        FakeOutputStream.rates.append(samplerate)
 
     def start(self) -> None: ...
 

@@ -27,7 +27,7 @@ TEXT = "Type a line, and hear it.\nThen another one, spoken as it comes.\n"
 
 @pytest.fixture
 def typed(monkeypatch):
-    FakeOutputStream.played = []
+    FakeOutputStream.played, FakeOutputStream.rates = [], []
     monkeypatch.setattr(sounddevice, "OutputStream", FakeOutputStream)
     read, write = os.pipe()
     os.write(write, TEXT.encode())
@@ -48,6 +48,7 @@ def test_typed_text_is_spoken_in_process(typed, expected):
     assert main(["mic", "--say", "--voice", "joe"]) == 0
     played = np.concatenate(FakeOutputStream.played)
     assert played.shape == expected.shape and np.abs(played - expected).max() <= 1e-5
+    assert FakeOutputStream.rates == [22050]
 
 
 def test_typed_text_is_spoken_on_onnx_runtime_with_a_chosen_vocoder(typed, expected):

@@ -31,7 +31,7 @@ def recordings(tmp_path_factory):
 @pytest.fixture
 def microphone(monkeypatch, recordings):
     FakeInputStream.SIGNAL = recordings[0]
-    FakeOutputStream.played = []
+    FakeOutputStream.played, FakeOutputStream.rates = [], []
     monkeypatch.setattr(sounddevice, "InputStream", FakeInputStream)
     monkeypatch.setattr(sounddevice, "OutputStream", FakeOutputStream)
     monkeypatch.setattr(sounddevice, "query_devices",
@@ -48,10 +48,34 @@ def test_the_microphone_is_played_in_the_reference_voice(microphone, recordings)
 
     _, expected = converter.convert_offline(source, converter.voice(read_audio(reference, sample_rate=22050)[0]))
     assert played.shape == expected.shape and np.abs(played - expected).max() < 1e-4
+    assert FakeOutputStream.rates == [22050]
 
 
-def test_vc_needs_a_voice_and_runs_in_process(microphone, capsys):
+def test_the_microphone_is_converted_by_a_server(microphone, recordings):
+    """``--server``: a VC session at the microphone's rate; the reference file goes first, then the microphone.
+    What plays is the in-process live conversion, at the microphone's rate (batched on the server's lanes)."""
+    from server_thread import served
+
+    from speech.audio import read_audio
+    from streaming.blocks import StreamingResampler
+
+    source, reference = recordings
+    rate = int(DEVICES[3]["default_samplerate"])
+    with served([{"name": "vc", "family": "vc", "max_wait_ms": 5}]) as url:
+        assert main(["mic", "--vc", "--voice", str(reference), "--server", url]) == 0
+    played = np.concatenate(FakeOutputStream.played)
+    converter = load_converter(steps=1)
+    stream = converter.stream(converter.voice(resample(read_audio(reference, sample_rate=rate)[0], rate, 22050)))
+    to_model = StreamingResampler(rate, 16000)
+    heard = np.concatenate([stream.process(to_model.process(resample(source, 16000, rate), last=True)), stream.finish()])
+    expected = StreamingResampler(22050, rate).process(heard, last=True)
+    assert FakeOutputStream.rates == [rate] and abs(len(played) - len(expected)) <= 2 and len(played) > rate
+    n = min(len(played), len(expected))
+    assert np.abs(played[:n] - expected[:n]).max() < 1e-3
+
+
+def test_vc_needs_a_voice_and_refuses_in_process_options_with_a_server(microphone, capsys):
     assert main(["mic", "--vc"]) == 2
     assert "--vc needs --voice REF.wav" in capsys.readouterr().err
-    assert main(["mic", "--vc", "--voice", "x.wav", "--server", "ws://127.0.0.1:9"]) == 2
-    assert "no VC sessions yet" in capsys.readouterr().err
+    assert main(["mic", "--vc", "--voice", "x.wav", "--server", "ws://127.0.0.1:9", "--steps", "2"]) == 2
+    assert "with --server the server's model converts" in capsys.readouterr().err
