@@ -88,9 +88,12 @@ def _bench_export(args: argparse.Namespace) -> int:
 def _bench_serve(args: argparse.Namespace) -> int:
     from .bench import serve
 
-    cfg = serve.ServeBenchConfig(sessions=tuple(args.sessions), seconds=args.seconds, lookahead_ms=args.lookahead,
-                                 frame_ms=args.frame_ms, max_wait_ms=args.max_wait_ms, threads=args.threads,
-                                 backends=tuple(args.backend), precision=args.precision)
+    vc = args.task == "vc"
+    sessions = args.sessions or ([1, 2, 3, 4, 6] if vc else [16, 24, 32, 40, 48])
+    cfg = serve.ServeBenchConfig(sessions=tuple(sessions), seconds=args.seconds, lookahead_ms=args.lookahead,
+                                 frame_ms=args.frame_ms, max_wait_ms=args.max_wait_ms or (5.0 if vc else 20.0),
+                                 threads=args.threads, backends=tuple(args.backend or (["onnx"] if vc else ["onnx", "torch"])),
+                                 precision=args.precision, task=args.task)
     return _reported("bench serve", lambda: serve.main(cfg, args.json), RuntimeError)
 
 
@@ -99,7 +102,8 @@ def _bench_vc(args: argparse.Namespace) -> int:
     from .judges.whisper import JudgeUnavailable
 
     cfg = vc.VCBenchConfig(args.data, args.pairs, args.allison, args.steps, args.chunk, args.model, args.vocoder,
-                           args.backend, args.latency_seconds, args.long_minutes, args.threads, args.json)
+                           args.backend, args.latency_seconds, args.long_minutes, args.threads, args.json,
+                           args.temperature)
     return _reported("bench vc", lambda: vc.run(cfg), ValueError, FileNotFoundError, ModuleNotFoundError,
                      JudgeUnavailable)
 
@@ -203,19 +207,20 @@ def _add_bench(subparsers) -> None:
     ex.add_argument("--json", default="bench-results/export.json")
     ex.set_defaults(func=_bench_export)
 
-    sv = which.add_parser("serve", help="N concurrent real-time ASR sessions against `speech serve` in its own process",
-                          description="Final-result latency, deadline misses, server CPU and memory per N; the "
-                          "largest N with <= 1%% deadline misses.")
-    sv.add_argument("--sessions", type=int, nargs="+", default=[16, 24, 32, 40, 48],
-                    help="the N to run (16 24 32 40 48)")
+    sv = which.add_parser("serve", help="N concurrent real-time ASR (or VC) sessions against `speech serve` in its own "
+                          "process", description="Final-result latency, deadline misses, server CPU and memory per N "
+                          "(VC: also the converted audio's lag); the largest N with <= 1%% deadline misses.")
+    sv.add_argument("--task", choices=["asr", "vc"], default="asr", help="asr (the FastConformer) or vc (the VC model)")
+    sv.add_argument("--sessions", type=int, nargs="+", help="the N to run (asr: 16 24 32 40 48; vc: 1 2 3 4 6)")
     sv.add_argument("--seconds", type=float, default=30.0, help="how long each N runs (30)")
     sv.add_argument("--lookahead", type=float, default=80.0, help="FastConformer lookahead, ms (80: 160 ms chunks)")
     sv.add_argument("--frame-ms", type=float, default=40.0, help="audio per WebSocket frame (40)")
-    sv.add_argument("--max-wait-ms", type=float, default=20.0, help="how long a lane waits to batch (20)")
+    sv.add_argument("--max-wait-ms", type=float, help="how long a lane waits to batch (the shipped setting: asr 20, "
+                    "vc 5)")
     sv.add_argument("--threads", type=int, help="the server's torch threads (default: every core)")
-    sv.add_argument("--backend", choices=["onnx", "torch"], nargs="+", default=["onnx", "torch"],
+    sv.add_argument("--backend", choices=["onnx", "torch"], nargs="+",
                     help="what runs the model's steps, one server each (onnx: ONNX Runtime on a step thread, the "
-                    "shipped setting; torch: inline on the event loop)")
+                    "shipped setting; torch: inline on the event loop); asr: onnx torch, vc: onnx")
     sv.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32", help="the ONNX files' (fp32)")
     sv.add_argument("--json", default="bench-results/serve.json")
     sv.set_defaults(func=_bench_serve)
@@ -259,6 +264,8 @@ def _add_bench(subparsers) -> None:
     vc.add_argument("--allison", type=int, default=v.allison, help=f"Allison prompts among the sources ({v.allison})")
     vc.add_argument("--steps", type=int, default=v.steps, help=f"solver steps ({v.steps})")
     vc.add_argument("--chunk", type=int, default=v.chunk, help="mel frames per VC step (default: the model's)")
+    vc.add_argument("--temperature", type=float, default=v.temperature,
+                    help=f"scale of the fixed noise the flow starts from ({v.temperature})")
     vc.add_argument("--model", help="a VC model directory (default: the shipped one)")
     vc.add_argument("--vocoder", help="a vocoder directory or 'universal' (default: the shipped causal student)")
     vc.add_argument("--backend", choices=["torch", "onnx"], default=v.backend,

@@ -206,7 +206,7 @@ def _convert_in_process(stream, rate: int) -> Convert:
 def _convert_remote(args: argparse.Namespace, reference: np.ndarray | None, rate: int) -> Convert:
     """A VC session of ``--server`` at the microphone's rate: the reference recording first (or, where
     ``--voice`` is no file, the server voice of that name), then the blocks; plays the frames that come back."""
-    from .client import ServerError, SpeechClient
+    from .client import SpeechClient
 
     async def convert(blocks: AsyncIterator[np.ndarray], play: Play) -> None:
         token = args.token or os.environ.get("SPEECH_TOKEN")
@@ -216,26 +216,11 @@ def _convert_remote(args: argparse.Namespace, reference: np.ndarray | None, rate
             if reference is not None:
                 await client.send_reference(reference, rate)
 
-            async def receive() -> None:
-                while True:
-                    message = await client.receive()
-                    if message["type"] == "audio":
-                        play(np.frombuffer(message["data"], "<f4"))
-                    elif message["type"] == "error":
-                        raise ServerError(message["code"], message["message"])
-                    elif message["type"] == "done":
-                        return
+            def heard(message: dict[str, Any]) -> None:
+                if message["type"] == "audio":
+                    play(np.frombuffer(message["data"], "<f4"))
 
-            receiver = asyncio.create_task(receive())
-            try:
-                async for block in blocks:
-                    if receiver.done():
-                        break
-                    await client.send_audio(block)
-                if not receiver.done():
-                    await client.send({"type": "end"})
-            finally:
-                await receiver  # its error (the server's own message) is the one to report
+            await _send_while_receiving(client, blocks, heard)
 
     return convert
 
@@ -404,28 +389,35 @@ async def _in_process(args, mic: MicBlocks, rate: int, options: dict, captions: 
 
 
 async def _remote(args, mic: MicBlocks, rate: int, options: dict, captions: Captions, stop) -> None:
-    from .client import ServerError, SpeechClient
+    from .client import SpeechClient
 
     token = args.token or os.environ.get("SPEECH_TOKEN")
     async with await SpeechClient.connect(args.server, token=token) as client:
         await client.start(sample_rate=rate, model=args.model, encoding="f32le", **options)
+        await _send_while_receiving(client, _blocks(mic, rate, args.seconds, stop), captions.show)
 
-        async def receive() -> None:
-            while True:
-                message = await client.receive()
-                captions.show(message)
-                if message["type"] == "error":
-                    raise ServerError(message["code"], message["message"])
-                if message["type"] == "done":
-                    return
 
-        receiver = asyncio.create_task(receive())
-        try:
-            async for block in _blocks(mic, rate, args.seconds, stop):
-                if receiver.done():
-                    break
-                await client.send_audio(block)
-            if not receiver.done():
-                await client.send({"type": "end"})
-        finally:
-            await receiver  # its error (the server's own message) is the one to report
+async def _send_while_receiving(client, blocks: AsyncIterator[np.ndarray], on_message: Callable[[dict], None]) -> None:
+    """The microphone's blocks to an open session, then ``end``, while its messages go to ``on_message`` until
+    ``done``; an error message stops both and is raised (the server's own words)."""
+    from .client import ServerError
+
+    async def receive() -> None:
+        while True:
+            message = await client.receive()
+            on_message(message)
+            if message["type"] == "error":
+                raise ServerError(message["code"], message["message"])
+            if message["type"] == "done":
+                return
+
+    receiver = asyncio.create_task(receive())
+    try:
+        async for block in blocks:
+            if receiver.done():
+                break
+            await client.send_audio(block)
+        if not receiver.done():
+            await client.send({"type": "end"})
+    finally:
+        await receiver  # its error is the one to report

@@ -15,6 +15,8 @@ DEFAULT_MODELS = [
      "backend": "onnx", "precision": "fp32"},
     {"name": "whisper-causal", "family": "whisper-causal", "chunk_ms": 300, "optional": True},
     {"name": "tts", "family": "tts", "steps": 4, "chunk": 16, "max_wait_ms": 5, "backend": "onnx", "optional": True},
+    {"name": "vc", "family": "vc", "steps": 1, "max_wait_ms": 5, "max_streams": 16, "backend": "onnx",
+     "optional": True},
 ]
 
 

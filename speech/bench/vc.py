@@ -45,6 +45,7 @@ class VCBenchConfig:
     long_minutes: float = 0.0  # a long synthetic session; 0 skips it
     threads: int | None = None
     json: str = "bench-results/vc.json"
+    temperature: float = 0.667
 
 
 def _manifest(path: Path) -> list[dict]:
@@ -191,7 +192,7 @@ def run(cfg: VCBenchConfig) -> dict:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     converter = load_converter(cfg.model, cfg.vocoder, steps=cfg.steps, chunk=cfg.chunk, backend=cfg.backend,
-                               threads=cfg.threads)
+                               threads=cfg.threads, temperature=cfg.temperature)
     pairs = choose_pairs(data, cfg.pairs, cfg.allison)
     resemblyzer = _resemblyzer()
     rows, spoken = [], lambda text: normalise(normalize(text))
@@ -218,6 +219,7 @@ def run(cfg: VCBenchConfig) -> dict:
     results = {"pairs": rows, "summary": summarise(rows), "latency": measure_latency(converter, probe, voice),
                "compute": measure_compute(converter, probe, voice), "published_latency_ms": PUBLISHED_LATENCY_MS,
                "settings": {"steps": cfg.steps, "chunk_frames": converter.settings.chunk, "backend": cfg.backend,
+                            "temperature": cfg.temperature,
                             "torch_threads": torch.get_num_threads()}, "machine": machine()}
     if cfg.long_minutes > 0:
         sources = [read_audio(p["source"]["path"], sample_rate=16000)[0] for p in pairs]
