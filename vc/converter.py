@@ -1,9 +1,11 @@
 """Speech in, the same words in another voice out, for one stream: content step, VC step, streaming vocoder.
 
-Source audio arrives at 16 kHz in pieces of any size. Causal Whisper features (``asr.whisper.features``)
-become content frames (20 ms) as soon as each frame's two feature frames exist; output mel frame ``m`` waits
-only for the content frame under its centre (``vc.content.content_index``), and every ``chunk`` mel frames
-run the VC step, then the vocoder. ``convert_offline`` is the whole-signal reference that a stream equals.
+Source audio arrives at 16 kHz in pieces of any size and becomes causal Whisper features
+(``asr.whisper.features``), two per 20 ms content frame. Output mel frame ``m`` waits only for the content
+frame under its centre (``vc.content.content_index``); as soon as the features for the next ``chunk`` mel
+frames exist, one content step turns every pending feature pair into content frames (one call per chunk, not
+per piece: the step's cost is mostly reading Whisper's weights), then the VC step and the vocoder run.
+``convert_offline`` is the whole-signal reference that a stream equals.
 
 Lengths: a source of ``N`` samples gives ``floor(N / 16000 * 22050 / 256)`` mel frames, the same duration
 at 22.05 kHz; the last frames read the last content frame (they may sit a few ms past it).
@@ -117,7 +119,10 @@ class ConversionFeed:
             audio = np.asarray(audio, np.float32)
             self.samples += len(audio)
             frames = self.features.process(torch.from_numpy(audio))
-        yield from self._content(frames)
+        self.pending_features = torch.cat([self.pending_features, frames], dim=-1)
+        could = self.content_offset + self.content.shape[-1] + self.pending_features.shape[-1] // 2
+        if audio is None or mel_frames_readable(could) >= self.mel_done + self.chunk:
+            yield from self._content()  # only when a VC step can run: one content step per chunk, not per piece
         pieces = yield from self._convert(final=audio is None)
         if audio is None:
             pieces += yield from vocoder_requests(self.audio, self.audio.chunks_at_end(fixed=self.fixed_end))
@@ -127,8 +132,7 @@ class ConversionFeed:
         tensors = (self.audio.pending, self.pending_features, self.content)
         return sum(t.numel() * t.element_size() for t in tensors)
 
-    def _content(self, frames: Tensor) -> Requests[None]:
-        self.pending_features = torch.cat([self.pending_features, frames], dim=-1)
+    def _content(self) -> Requests[None]:
         pairs = self.pending_features.shape[-1] // 2
         if not pairs:
             return
