@@ -148,7 +148,13 @@ async function convert() {
   const session = { media, context, capture, ws: null, ready: false, stopping: false, at: 0 };
   converting = session;
   $("convert-stop").disabled = false;
-  const reference = voice ? null : monoOf(await context.decodeAudioData(await file.arrayBuffer()));
+  let reference = null;
+  try {
+    if (!voice) reference = monoOf(await context.decodeAudioData(await file.arrayBuffer()));
+  } catch (error) {
+    endConverting(session); // the microphone closes again
+    throw new Error(`cannot decode ${file.name}: ${error}`);
+  }
   const ws = new WebSocket(wsUrl());
   session.ws = ws;
   ws.binaryType = "arraybuffer";
