@@ -3,9 +3,9 @@
 Source: the operator support matrix of NVIDIA's ONNX parser, onnx/onnx-tensorrt ``docs/operators.md``, in its
 TensorRT 10.15 version (opsets 9 to 24): every operator marked supported ("Y"); the 42 marked "N" are left
 out. Restrictions that matter to our graphs: ``LayerNormalization`` only its first output; ``CumSum`` a
-constant axis; ``ScatterND`` no reduction; ``LSTM`` ``layout`` 0 and ``input_forget`` 0. Dynamic int8
-quantisation (``MatMulInteger``, ``DynamicQuantizeLinear``) is not among them: TensorRT takes fp32/fp16 files
-and quantises with explicit Q/DQ nodes instead.
+constant axis; ``ScatterND`` no reduction; ``LSTM`` ``layout`` 0 and ``input_forget`` 0. Our int8 files'
+``MatMulNBits`` is an ONNX Runtime contrib operator, not among them: TensorRT takes fp32/fp16 files and
+quantises with explicit Q/DQ nodes instead.
 """
 
 TENSORRT_VERSION = "10.15"

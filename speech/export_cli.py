@@ -27,7 +27,8 @@ def add_export(subparsers) -> None:
     p.add_argument("directory", nargs="?", help="with check: the directory `speech export` wrote")
     p.add_argument("--format", choices=["onnx", "tensorrt"], default="onnx")
     p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp32",
-                   help="weights and states (int8: dynamic quantisation of the weights; activations stay fp32)")
+                   help="weights and states (int8: 8-bit MatMul weights in blocks of 32, activations quantised per call in "
+                   "the same blocks; states stay fp32)")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET)
     p.add_argument("-o", "--out", help="output directory")
     p.add_argument("--whisper", default="base", help="whisper-causal: base (default), tiny.en or a directory")
@@ -81,7 +82,7 @@ def _export(args: argparse.Namespace) -> int:
         tensorrt_module()  # says what is missing before anything is exported
         if args.precision == "int8":
             raise ValueError("TensorRT engines build from fp32 or fp16 files (int8 needs calibrated Q/DQ, not "
-                             "onnxruntime's dynamic quantisation)")
+                             "ONNX Runtime's MatMulNBits)")
     model = load_exportable(_source(args))
     manifest_path = export_model(model, args.out, args.precision, args.opset)
     manifest = json.loads(manifest_path.read_text())

@@ -15,7 +15,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from exports.onnx_export import DEFAULT_OPSET, export_step, fingerprint, read_metadata
-from exports.quantize import int8
+from exports.quantize import FILE_TAG, int8, weight_matmuls
 from exports.static_check import check_file
 from streaming.contract import StepFunction
 from streaming.onnx_backend import StepMismatch
@@ -158,7 +158,8 @@ def export_model(model: Exportable, directory: str | Path, precision: str = "fp3
         entries.append({"step": step.name, "file": path.name, "fingerprint": read_metadata(path)["speech.fingerprint"],
                         "signature": signature_to_dict(step.signature), "bytes": path.stat().st_size,
                         "checks": {"ok": report.ok, "problems": report.problems,
-                                   "non_tensorrt_ops": report.non_tensorrt_ops}})
+                                   "non_tensorrt_ops": report.non_tensorrt_ops}}
+                       | ({"weight_matmuls": weight_matmuls(path)} if precision == "int8" else {}))
         log(f"{path}: {path.stat().st_size / 2**20:.1f} MiB, checks {'ok' if report.ok else report.problems}")
     name = None
     if model.tokenizer is not None:
@@ -215,7 +216,7 @@ def cache_locator(precision: str = "fp32"):
     root = cache_root() / "onnx"
 
     def locate(step: StepFunction) -> Path:
-        path = root / f"{step.name}-{fingerprint(step)}-{precision}.onnx"
+        path = root / f"{step.name}-{fingerprint(step)}-{FILE_TAG if precision == 'int8' else precision}.onnx"
         if not path.is_file():
             root.mkdir(parents=True, exist_ok=True)
             with tempfile.TemporaryDirectory(dir=root) as scratch:

@@ -143,6 +143,9 @@ def test_int8_and_fp16_files_run_and_report(fastconformer_onnx, tmp_path, long_a
         assert manifest["precision"] == precision
         sizes[precision] = (tmp_path / precision / "fastconformer_encoder_1.onnx").stat().st_size
         assert all(e["checks"]["ok"] for e in manifest["steps"])
+        if precision == "int8":  # every weight MatMul of the encoder (82) quantised
+            counts = {e["step"]: e["weight_matmuls"] for e in manifest["steps"]}
+            assert counts["fastconformer_encoder_1"] == {"int8": 82, "float": 0}, counts
     fp32 = (fastconformer_onnx / "fastconformer_encoder_1.onnx").stat().st_size
     assert sizes["int8"] < 0.45 * fp32 and 0.45 * fp32 < sizes["fp16"] < 0.55 * fp32
     for precision in ("int8", "fp16"):  # the backend runs them; text checked against WER in `speech bench`

@@ -96,13 +96,17 @@ def test_fp16_and_int8_files_pass_the_checks_and_transcribe(exported, audio, tmp
     assert all(e["checks"]["ok"] for e in manifest["steps"]), [e["checks"] for e in manifest["steps"]]
     for entry in manifest["steps"]:
         ratio = (out / entry["file"]).stat().st_size / (exported / entry["file"]).stat().st_size
-        assert ratio < 0.55, (entry["file"], ratio)
+        # int8 leaves the decoder's token embedding (a Gather, 106 MB of its 290) in fp32
+        assert ratio < {"fp16": 0.55, "int8": 0.6}[precision], (entry["file"], ratio)
+        if precision == "int8":
+            expected = {"whisper_audio_300ms": 48, "whisper_decoder_300ms": 49}[entry["step"]]  # logits included
+            assert entry["weight_matmuls"] == {"int8": expected, "float": 0}
     capsys.readouterr()
     texts = []
     for onnx in (exported, out):
         assert main(["transcribe", "--model", "whisper-causal", *audio, "--format", "text", "--backend", "onnx",
                      "--onnx", str(onnx)]) == 0
         texts.append(capsys.readouterr().out.splitlines())
-    # fp16 is lossless on an4 and Allison; int8 is not (+1.2 and +8.3 WER points, over the 1-point target: the
-    # README says to use fp16 for Whisper), and on the Asterisk prompts of a clone without data it moves ~30%
-    assert wer(texts[0], texts[1]) < {"fp16": 0.05, "int8": 0.5}[precision], texts
+    # `speech bench asr-quality`: fp16 is lossless on an4 and Allison, int8 adds 0.4 and 0.8 WER points; on the
+    # 20 s of Asterisk prompts of a clone without data int8's text differs by 18%, mostly where the cut ends
+    assert wer(texts[0], texts[1]) < {"fp16": 0.05, "int8": 0.25}[precision], texts
