@@ -36,7 +36,8 @@ def int8(fp32_path: str | Path, out_path: str | Path) -> Path:
                                             bits=BITS, op_types_to_quantize=("MatMul",))
     quantizer = MatMulNBitsQuantizer(source, algo_config=settings)
     chatty = logging.getLogger(MatMulNBitsQuantizer.__module__)  # logs every node it skips at INFO
-    level, chatty.level = chatty.level, logging.WARNING
+    level = chatty.level
+    chatty.setLevel(logging.WARNING)
     try:
         quantizer.process()
     finally:
