@@ -6,8 +6,8 @@ along the input axis); at accuracy level 4 ONNX Runtime quantises the activation
 same 32-wide blocks and multiplies in integers. Why not ``quantize_dynamic`` (``MatMulInteger``): it
 quantises a call's activations with one scale for the whole tensor, and Whisper's activations have outlier
 channels, so it cost causal Whisper 8.3 WER points on the Allison prompts (21.2 -> 29.5); blocks of 32 keep
-the outliers to their own block (README, "Export: ONNX, ONNX Runtime and TensorRT"). Gathers (token embeddings) stay float: ONNX
-Runtime quantises those to 4 bits only.
+the outliers to their own block (README, "Export: ONNX, ONNX Runtime and TensorRT"). Gathers (token
+embeddings) stay float: ONNX Runtime quantises those to 4 bits only.
 """
 
 from __future__ import annotations
